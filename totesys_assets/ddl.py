@@ -1,0 +1,128 @@
+"""DDL rendered from the table specs (never hand-written per table).
+
+Identifiers come only from the specs and are quoted with psycopg's `sql.Identifier`; type names
+come from the fixed kind mapping in `specs`. Every statement is idempotent (IF NOT EXISTS or
+guarded by a catalogue lookup), so running the DDL twice is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from psycopg import sql
+
+from totesys_assets.specs import ENUMS, Column, TableSpec
+
+
+def _column_def(col: Column) -> sql.Composable:
+    parts: list[sql.Composable] = [sql.Identifier(col.name), sql.SQL(col.pg_type)]
+    if col.default:
+        parts.append(sql.SQL("DEFAULT " + col.default))
+    if not col.nullable:
+        parts.append(sql.SQL("NOT NULL"))
+    return sql.SQL(" ").join(parts)
+
+
+def _sequence_name(table: str, column: str) -> str:
+    return f"{table}_{column}_seq"
+
+
+def enum_statements(enum_names: Iterable[str]) -> list[sql.Composable]:
+    out: list[sql.Composable] = []
+    for name in enum_names:
+        labels = sql.SQL(", ").join(sql.Literal(v) for v in ENUMS[name])
+        out.append(
+            sql.SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_type WHERE typname = {name}) THEN "
+                "CREATE TYPE {ident} AS ENUM ({labels}); END IF; END $$"
+            ).format(name=sql.Literal(name), ident=sql.Identifier(name), labels=labels)
+        )
+    return out
+
+
+def create_table_statements(spec: TableSpec) -> list[sql.Composable]:
+    """CREATE TABLE (with its sequences, primary key and unique constraints), no foreign keys."""
+    out: list[sql.Composable] = []
+    for col in spec.columns:
+        if col.default and col.default.startswith("nextval("):
+            out.append(
+                sql.SQL("CREATE SEQUENCE IF NOT EXISTS {} AS integer").format(
+                    sql.Identifier(_sequence_name(spec.name, col.name))
+                )
+            )
+    items: list[sql.Composable] = [_column_def(c) for c in spec.columns]
+    items.append(
+        sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
+            sql.Identifier(f"{spec.name}_pkey"), sql.Identifier(spec.primary_key)
+        )
+    )
+    if spec.natural_key:
+        items.append(
+            sql.SQL("CONSTRAINT {} UNIQUE ({})").format(
+                sql.Identifier(f"{spec.name}_version_key"),
+                sql.SQL(", ").join(sql.Identifier(c) for c in spec.natural_key),
+            )
+        )
+    out.append(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+            sql.Identifier(spec.name), sql.SQL(", ").join(items)
+        )
+    )
+    for col in spec.columns:
+        if col.default and col.default.startswith("nextval("):
+            out.append(
+                sql.SQL("ALTER SEQUENCE {} OWNED BY {}.{}").format(
+                    sql.Identifier(_sequence_name(spec.name, col.name)),
+                    sql.Identifier(spec.name),
+                    sql.Identifier(col.name),
+                )
+            )
+        if col.unique:
+            out.append(
+                sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                    sql.Identifier(f"{spec.name}_{col.name}_key"),
+                    sql.Identifier(spec.name),
+                    sql.Identifier(col.name),
+                )
+            )
+    return out
+
+
+def foreign_key_statements(spec: TableSpec, *, source_style: bool) -> list[sql.Composable]:
+    """ALTER TABLE … ADD CONSTRAINT … FOREIGN KEY, each guarded so a re-run is a no-op.
+
+    `source_style` adds the ON UPDATE CASCADE / ON DELETE actions of the real totesys schema.
+    """
+    out: list[sql.Composable] = []
+    for col in spec.foreign_keys:
+        ref_table, ref_col = col.references.split(".")  # type: ignore[union-attr]
+        name = f"{spec.name}_{col.name}_fkey"
+        actions = sql.SQL(f" ON UPDATE CASCADE ON DELETE {col.on_delete}" if source_style else "")
+        out.append(
+            sql.SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = {name}) THEN "
+                "ALTER TABLE {table} ADD CONSTRAINT {ident} FOREIGN KEY ({col}) "
+                "REFERENCES {ref_table} ({ref_col}){actions}; END IF; END $$"
+            ).format(
+                name=sql.Literal(name),
+                table=sql.Identifier(spec.name),
+                ident=sql.Identifier(name),
+                col=sql.Identifier(col.name),
+                ref_table=sql.Identifier(ref_table),
+                ref_col=sql.Identifier(ref_col),
+                actions=actions,
+            )
+        )
+    return out
+
+
+def schema_statements(specs: Iterable[TableSpec], *, source_style: bool) -> list[sql.Composable]:
+    """Every statement to create a whole schema: enums, tables, then foreign keys."""
+    specs = list(specs)
+    enum_names = sorted({c.enum_type for s in specs for c in s.columns if c.enum_type})
+    out = enum_statements(enum_names)
+    for spec in specs:
+        out.extend(create_table_statements(spec))
+    for spec in specs:
+        out.extend(foreign_key_statements(spec, source_style=source_style))
+    return out

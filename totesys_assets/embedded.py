@@ -1,0 +1,127 @@
+"""The zero-configuration default: an embedded PostgreSQL (pgserver) under TOTESYS_HOME.
+
+When TOTESYS_DB_URL / WAREHOUSE_DB_URL are unset, the resources call `source_url()` /
+`warehouse_url()`. The first call starts (or reuses) one PostgreSQL cluster in
+`$TOTESYS_HOME/pg`, creates the `totesys` database with the real schema seeded by the
+simulator, and an empty `warehouse` database. Several Dagster processes (webserver, daemon,
+code server, run workers) may race here, so the work happens under an exclusive file lock.
+
+The cluster keeps running after `dagster dev` exits, like any local database service; stop
+it with `python -m totesys_assets.embedded stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from totesys_assets.settings import totesys_home
+
+log = logging.getLogger(__name__)
+
+SOURCE_DB = "totesys"
+WAREHOUSE_DB = "warehouse"
+
+
+@contextlib.contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "embedded.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _server_uri(home: Path) -> str:
+    import pgserver
+
+    server = pgserver.get_server(home / "pg", cleanup_mode=None)
+    return server.get_uri()
+
+
+def _db_uri(base_uri: str, dbname: str) -> str:
+    return base_uri.replace("/postgres?", f"/{dbname}?", 1)
+
+
+def _ensure_database(base_uri: str, dbname: str) -> bool:
+    """Create the database if missing; True when it was created now."""
+    with psycopg.connect(base_uri, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        if exists:
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        return True
+
+
+@functools.cache
+def _ensure(home: Path) -> tuple[str, str]:
+    with _locked(home):
+        base = _server_uri(home)
+        source, warehouse = _db_uri(base, SOURCE_DB), _db_uri(base, WAREHOUSE_DB)
+        marker = home / "source.seeded"
+        if _ensure_database(base, SOURCE_DB) or not marker.exists():
+            from totesys_assets.simulator import Simulator
+
+            log.info("seeding the embedded totesys source in %s (first start)", home)
+            sim = Simulator(source)
+            sim.create_schema()
+            sim.seed_history()
+            marker.write_text("seeded\n")
+        _ensure_database(base, WAREHOUSE_DB)
+        return source, warehouse
+
+
+def source_url() -> str:
+    """URL of the embedded, seeded `totesys` database (started on first use)."""
+    return _ensure(totesys_home())[0]
+
+
+def warehouse_url() -> str:
+    """URL of the embedded `warehouse` database (started on first use)."""
+    return _ensure(totesys_home())[1]
+
+
+def lake_root() -> Path:
+    """The embedded lake: a local folder with the same key layout as the S3 bucket."""
+    return totesys_home() / "lake"
+
+
+def stop() -> None:
+    """Stop the embedded PostgreSQL cluster, if one runs under TOTESYS_HOME."""
+    import pgserver
+
+    pgdata = totesys_home() / "pg"
+    if not (pgdata / "postmaster.pid").exists():
+        print(f"no embedded PostgreSQL running in {pgdata}")
+        return
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    server.cleanup()
+    print(f"stopped the embedded PostgreSQL in {pgdata}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["stop"]:
+        stop()
+    elif args in ([], ["status"]):
+        home = totesys_home()
+        print(f"TOTESYS_HOME={home}")
+        print(f"source:    {source_url()}")
+        print(f"warehouse: {warehouse_url()}")
+        print(f"lake:      {lake_root()}")
+    else:
+        raise SystemExit("usage: python -m totesys_assets.embedded [status|stop]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Resources wired from the configuration contract (DESIGN.md): env vars, else embedded defaults.
+
+A set variable is passed as `dg.EnvVar`, so its value (a URL with a password) is resolved at run
+time and never shown in the UI or stored in run config.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from totesys_assets.resources.lake import LakeResource, RawLakeIOManager
+from totesys_assets.resources.source import TotesysSource
+from totesys_assets.settings import ENV_LAKE_URL, ENV_SOURCE_URL, env_or_none
+
+
+def _env(name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if env_or_none(name) else None
+
+
+def build_resources() -> dict[str, object]:
+    lake = LakeResource(url=_env(ENV_LAKE_URL), s3=S3Resource())
+    return {
+        "source": TotesysSource(url=_env(ENV_SOURCE_URL)),
+        "lake": lake,
+        "raw_io_manager": RawLakeIOManager(lake=lake),
+    }

@@ -1,0 +1,257 @@
+"""The data lake: Parquet objects on S3 (or a local folder with the same key layout).
+
+`LakeResource` is the storage (keys, atomic writes, parallel reads); `RawLakeIOManager` is the
+Dagster IO manager of the raw assets on top of it. S3 access goes through dagster-aws's
+`S3Resource`, so the standard AWS configuration (credentials chain, region,
+`AWS_ENDPOINT_URL_S3`) works against AWS S3, MinIO or moto alike.
+"""
+
+
+import io
+import os
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from dagster_aws.s3 import S3Resource
+from pydantic import Field, PrivateAttr
+
+from totesys_assets.specs import LAST_UPDATED, SOURCE_TABLES, TableSpec
+
+READ_THREADS = 16
+
+
+class LakeError(RuntimeError):
+    pass
+
+
+def frame_to_parquet(frame: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.write_parquet(buf, compression="zstd", statistics=True)
+    return buf.getvalue()
+
+
+def parquet_to_frame(data: bytes, spec: TableSpec | None = None) -> pl.DataFrame:
+    frame = pl.read_parquet(io.BytesIO(data))
+    if spec is not None and frame.schema != spec.polars_schema:
+        raise LakeError(
+            f"lake object for {spec.name!r} has schema {dict(frame.schema)}, expected {dict(spec.polars_schema)}"
+        )
+    return frame
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Where the lake lives: `s3://bucket/prefix` or a local folder (TOTESYS_LAKE_URL)."""
+
+    url: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix or a local folder (TOTESYS_LAKE_URL); unset = $TOTESYS_HOME/lake.",
+    )
+    s3: S3Resource
+    _client = PrivateAttr(default=None)
+
+    # --- location -------------------------------------------------------------------------------
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        from totesys_assets import embedded
+
+        return str(embedded.lake_root())
+
+    @property
+    def is_s3(self) -> bool:
+        return self.resolved_url().startswith("s3://")
+
+    def _bucket_prefix(self) -> tuple[str, str]:
+        rest = self.resolved_url()[len("s3://") :]
+        bucket, _, prefix = rest.partition("/")
+        return bucket, prefix.strip("/")
+
+    def _local_root(self) -> Path:
+        url = self.resolved_url()
+        return Path(url[len("file://") :] if url.startswith("file://") else url)
+
+    def key(self, *parts: str) -> str:
+        """Key relative to the lake root, e.g. raw/sales_order/2024-11-15.parquet."""
+        return "/".join(parts)
+
+    def raw_key(self, table: str, day: str) -> str:
+        return self.key("raw", table, f"{day}.parquet")
+
+    def uri(self, key: str) -> str:
+        if self.is_s3:
+            bucket, prefix = self._bucket_prefix()
+            return f"s3://{bucket}/{prefix + '/' if prefix else ''}{key}"
+        return str(self._local_root() / key)
+
+    # --- object operations ----------------------------------------------------------------------
+    def _s3_client(self):
+        if self._client is None:
+            self._client = self.s3.get_client()
+        return self._client
+
+    def _full_key(self, key: str) -> str:
+        _, prefix = self._bucket_prefix()
+        return f"{prefix}/{key}" if prefix else key
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write one object atomically: an S3 PUT is all-or-nothing; locally, write then rename."""
+        if self.is_s3:
+            bucket, _ = self._bucket_prefix()
+            try:
+                self._s3_client().put_object(Bucket=bucket, Key=self._full_key(key), Body=data)
+            except Exception as exc:
+                raise LakeError(f"writing {self.uri(key)} failed: {exc}") from exc
+            return
+        path = self._local_root() / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+        if self.is_s3:
+            bucket, _ = self._bucket_prefix()
+            client = self._s3_client()
+            try:
+                return client.get_object(Bucket=bucket, Key=self._full_key(key))["Body"].read()
+            except client.exceptions.NoSuchKey:
+                return None
+        path = self._local_root() / key
+        return path.read_bytes() if path.exists() else None
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys (relative to the lake root) under a prefix, sorted."""
+        if self.is_s3:
+            bucket, _ = self._bucket_prefix()
+            full = self._full_key(prefix)
+            strip = len(full) - len(prefix)
+            pages = self._s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=full)
+            return sorted(o["Key"][strip:] for p in pages for o in p.get("Contents", []))
+        root = self._local_root()
+        base = root / prefix
+        if not base.exists():
+            return []
+        return sorted(
+            str(p.relative_to(root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+        keys = list(keys)
+        if len(keys) <= 1:
+            return {k: self.get(k) for k in keys}
+        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(keys))) as pool:
+            return dict(zip(keys, pool.map(self.get, keys), strict=True))
+
+    # --- raw tables -----------------------------------------------------------------------------
+    def raw_days(self, table: str) -> list[str]:
+        """The days for which the lake holds an object of a raw table."""
+        return [k.rsplit("/", 1)[1].removesuffix(".parquet") for k in self.list_keys(self.key("raw", table, ""))]
+
+    def read_raw(self, table: str, days: Iterable[str] | None = None) -> pl.DataFrame:
+        """Every stored row version of a raw table (all days, or the given days), one frame."""
+        spec = SOURCE_TABLES[table]
+        present = set(self.raw_days(table))
+        wanted = sorted(present if days is None else present.intersection(days))
+        blobs = self.get_many(self.raw_key(table, d) for d in wanted)
+        frames = [parquet_to_frame(b, spec) for b in blobs.values() if b is not None]
+        return pl.concat(frames, how="vertical") if frames else spec.empty_frame()
+
+    def write_raw_day(self, table: str, day: str, new: pl.DataFrame, existing: pl.DataFrame | None) -> int:
+        """Merge new row versions into a day's object; returns how many versions were new.
+
+        The merge keeps every version ever captured (de-duplicated on primary key +
+        last_updated), so re-extracting a day never loses a version the lake already had.
+        """
+        spec = SOURCE_TABLES[table]
+        keys = [spec.primary_key, LAST_UPDATED.name]
+        if existing is None or existing.is_empty():
+            merged, added = new.unique(subset=keys, keep="last", maintain_order=True), None
+        else:
+            fresh = new.join(existing.select(keys), on=keys, how="anti")
+            if fresh.is_empty():
+                return 0
+            merged, added = pl.concat([existing, fresh], how="vertical"), fresh.height
+        if merged.is_empty():
+            return 0
+        merged = merged.sort([LAST_UPDATED.name, spec.primary_key])
+        self.put(self.raw_key(table, day), frame_to_parquet(merged))
+        return merged.height if added is None else added
+
+
+def split_by_day(frame: pl.DataFrame, days: Iterable[str]) -> dict[str, pl.DataFrame]:
+    """Split an extract into one frame per partition day (by the date of last_updated)."""
+    days = list(days)
+    if frame.is_empty():
+        return {d: frame.clear() for d in days}
+    day_col = pl.col(LAST_UPDATED.name).dt.strftime("%Y-%m-%d").alias("__day")
+    parts = frame.with_columns(day_col).partition_by("__day", as_dict=True, include_key=False)
+    by_day = {k[0]: v for k, v in parts.items()}
+    unexpected = set(by_day) - set(days)
+    if unexpected:
+        raise LakeError(f"extract holds rows for days outside the requested partitions: {sorted(unexpected)}")
+    return {d: by_day.get(d, frame.clear()) for d in days}
+
+
+class RawLakeIOManager(dg.ConfigurableIOManager):
+    """IO manager of the `raw/<table>` assets: one Parquet object per table and day.
+
+    Outputs are `{partition_key: frame}` (a single-run backfill writes each day separately);
+    inputs load the requested days as one frame with the table's schema (an empty day is an
+    empty frame, not an error).
+    """
+
+    lake: LakeResource
+
+    def _spec(self, context: dg.OutputContext | dg.InputContext) -> TableSpec:
+        table = context.asset_key.path[-1]
+        if table not in SOURCE_TABLES:
+            raise LakeError(f"RawLakeIOManager only stores raw source tables, not {context.asset_key}")
+        return SOURCE_TABLES[table]
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, pl.DataFrame]) -> None:
+        spec = self._spec(context)
+        days = list(context.asset_partition_keys)
+        missing = set(days) - set(obj)
+        if missing:
+            raise LakeError(f"raw/{spec.name}: no frame for partitions {sorted(missing)}")
+        present = set(self.lake.raw_days(spec.name)).intersection(days)
+        existing = {
+            day: parquet_to_frame(b, spec)
+            for day, b in zip(
+                sorted(present), self.lake.get_many(self.lake.raw_key(spec.name, d) for d in sorted(present)).values(),
+                strict=True,
+            )
+            if b is not None
+        }
+        new_versions = written = 0
+        for day in days:
+            added = self.lake.write_raw_day(spec.name, day, obj[day], existing.get(day))
+            new_versions += added
+            written += 1 if added else 0
+        rows = sum(f.height for f in obj.values())
+        context.add_output_metadata(
+            {
+                "dagster/row_count": rows,
+                "new_versions": new_versions,
+                "objects_written": written,
+                "partitions": len(days),
+                "lake_prefix": dg.MetadataValue.path(self.lake.uri(self.lake.key("raw", spec.name))),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        spec = self._spec(context)
+        days = list(context.asset_partition_keys) if context.has_asset_partitions else None
+        return self.lake.read_raw(spec.name, days)

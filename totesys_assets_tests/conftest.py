@@ -1,0 +1,126 @@
+"""Shared fixtures: a real embedded PostgreSQL (pgserver) and a real S3 HTTP API (moto server)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = Path(
+    os.environ.get("TOTESYS_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "totesys_reference")
+)
+
+
+def reference_path(*parts: str) -> Path:
+    """A path inside the real exports; skips the test with a reason when they are absent."""
+    path = REFERENCE_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real totesys exports not found at {path} (set TOTESYS_REFERENCE_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    return reference_path()
+
+
+@dataclass
+class PgCluster:
+    """One embedded PostgreSQL server; every test gets fresh databases on it."""
+
+    server: object
+    base_uri: str
+    _counter = itertools.count()
+
+    def url(self, dbname: str) -> str:
+        return self.base_uri.replace("/postgres?", f"/{dbname}?", 1)
+
+    def new_db(self, prefix: str = "db") -> str:
+        name = f"{prefix}_{os.getpid()}_{next(self._counter)}"
+        with psycopg.connect(self.base_uri, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgCluster]:
+    import pgserver
+
+    # Unix socket paths must stay short (~100 bytes), so the cluster lives directly under /tmp.
+    path = tempfile.mkdtemp(prefix="tpg", dir="/tmp")
+    server = pgserver.get_server(path, cleanup_mode="delete")
+    try:
+        yield PgCluster(server=server, base_uri=server.get_uri())
+    finally:
+        server.cleanup()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class S3Endpoint:
+    endpoint_url: str
+    _counter = itertools.count()
+
+    @property
+    def client(self):
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+
+    def new_bucket(self, prefix: str = "lake") -> str:
+        name = f"{prefix}-{os.getpid()}-{next(self._counter)}"
+        self.client.create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """moto's real S3 HTTP server on 127.0.0.1; boto3 reaches it via AWS_ENDPOINT_URL_S3."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in [*AWS_ENV, "AWS_ENDPOINT_URL_S3"]}
+    os.environ.update(AWS_ENV)
+    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
+    try:
+        yield S3Endpoint(endpoint_url=endpoint)
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def s3(s3_server: S3Endpoint) -> S3Endpoint:
+    return s3_server
