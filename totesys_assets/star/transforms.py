@@ -1,0 +1,282 @@
+"""Pure Polars transforms from raw lake frames to the 11 warehouse tables (REFERENCE.md rules).
+
+Frame in, frame out, no I/O, no Python loop over rows. Inputs have the lake schema
+(`SOURCE_TABLES[t].polars_schema`) and may hold several versions of a source row. Dimensions are
+current state (the latest version of each row); facts keep one row per version. Every output has
+exactly `WAREHOUSE_TABLES[name].insert_columns`, in order, with the warehouse dtypes, sorted by its
+key, and has passed `validate_frame`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import date, timedelta
+
+import polars as pl
+import polars.selectors as cs
+
+from totesys_assets.specs import CURRENCY_NAMES, SOURCE_TABLES, WAREHOUSE_TABLES, Kind
+from totesys_assets.star.validation import (
+    TransformError,
+    conform_source,
+    describe_row,
+    same_key_as_next,
+    validate_frame,
+)
+
+__all__ = [
+    "DIMENSION_TRANSFORMS",
+    "FACT_TRANSFORMS",
+    "TransformError",
+    "dim_counterparty",
+    "dim_currency",
+    "dim_date",
+    "dim_date_range",
+    "dim_design",
+    "dim_location",
+    "dim_payment_type",
+    "dim_staff",
+    "dim_transaction",
+    "fact_payment",
+    "fact_purchase_order",
+    "fact_sales_order",
+    "latest_versions",
+    "validate_frame",
+]
+
+LAST_UPDATED = "last_updated"
+ISO_DATE_FORMAT = "%Y-%m-%d"
+# Polars' parser also accepts "2024-1-2" and "+2024-01-02"; the source contract is exactly this.
+ISO_DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+DIM_DATE_EARLIEST = date(2022, 11, 1)
+DIM_DATE_LOOKAHEAD = timedelta(days=365)
+
+
+# --- versions ------------------------------------------------------------------------------------
+
+
+def latest_versions(frame: pl.DataFrame, table_name: str) -> pl.DataFrame:
+    """The newest version of each source row (by `last_updated`), sorted by primary key.
+
+    Versions sharing the newest `last_updated` are resolved as in `_sorted_versions`, so the
+    result does not depend on the order in which the lake returned the rows.
+    """
+    pk = SOURCE_TABLES[table_name].primary_key
+    return _sorted_versions(conform_source(frame, table_name), pk).filter(_last_of_run([pk]))
+
+
+def _sorted_versions(frame: pl.DataFrame, pk: str) -> pl.DataFrame:
+    """Sorted by (pk, last_updated). Rows sharing both (exact duplicates, or a conflict) are then
+    ordered by their remaining columns, so "the last of them" is the same whatever the input order.
+    The full sort only runs when such rows exist, which in a healthy lake they do not."""
+    key = [pk, LAST_UPDATED]
+    ordered = frame.sort(key)
+    if ordered.select(_last_of_run(key).not_().any()).item():
+        rest = [c for c in frame.columns if c not in key]
+        ordered = frame.sort([*key, *rest], nulls_last=True)
+    return ordered
+
+
+def _last_of_run(key: list[str]) -> pl.Expr:
+    """True on the last row of each run of equal `key` values in a frame sorted by `key`.
+
+    A linear scan: on sorted data this replaces a hash-based duplicate search.
+    """
+    return same_key_as_next(key).not_()
+
+
+def _finish(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """Select and cast to the warehouse table's insert columns, sort by key, validate."""
+    spec = WAREHOUSE_TABLES[name]
+    schema = spec.polars_schema
+    key = list(spec.natural_key) if spec.is_fact else [spec.primary_key]
+    out = frame.select(pl.col(c).cast(schema[c]) for c in spec.insert_columns).sort(key)
+    validate_frame(spec, out, sorted_by_key=True)
+    return out
+
+
+def _join_required(
+    target: str, left: pl.DataFrame, left_table: str, right: pl.DataFrame, left_on: str, right_on: str
+) -> pl.DataFrame:
+    """Inner join that refuses to drop a row silently: a missing parent is an error naming it."""
+    orphans = left.join(right, left_on=left_on, right_on=right_on, how="anti", nulls_equal=False)
+    if orphans.height:
+        right_table = right_on.removesuffix("_id")
+        where = describe_row(orphans, pl.lit(True), [SOURCE_TABLES[left_table].primary_key, left_on])
+        raise TransformError(f"{target}: {left_table}.{left_on} refers to a missing {right_table} ({where})")
+    return left.join(right, left_on=left_on, right_on=right_on, how="inner", validate="m:1")
+
+
+# --- dimensions ----------------------------------------------------------------------------------
+
+
+def dim_staff(staff: pl.DataFrame, department: pl.DataFrame) -> pl.DataFrame:
+    """Staff with their department's name and location (the manager is not part of the star)."""
+    departments = latest_versions(department, "department").select(
+        "department_id", "department_name", "location"
+    )
+    joined = _join_required(
+        "dim_staff", latest_versions(staff, "staff"), "staff", departments, "department_id", "department_id"
+    )
+    return _finish("dim_staff", joined)
+
+
+def dim_location(address: pl.DataFrame) -> pl.DataFrame:
+    """Every address is a potential delivery location."""
+    return _finish("dim_location", latest_versions(address, "address").rename({"address_id": "location_id"}))
+
+
+def dim_design(design: pl.DataFrame) -> pl.DataFrame:
+    return _finish("dim_design", latest_versions(design, "design"))
+
+
+def dim_currency(currency: pl.DataFrame) -> pl.DataFrame:
+    """Currencies named from the fixed ISO 4217 mapping (never looked up at run time)."""
+    rows = latest_versions(currency, "currency")
+    unknown = ~pl.col("currency_code").is_in(list(CURRENCY_NAMES))
+    if rows.select(unknown.any()).item():
+        first = rows.filter(unknown).row(0, named=True)
+        raise TransformError(
+            f"dim_currency.currency_code: unknown currency code {first['currency_code']!r} "
+            f"(currency_id={first['currency_id']}); known codes are {', '.join(sorted(CURRENCY_NAMES))} "
+            "— add its ISO 4217 name to specs.CURRENCY_NAMES"
+        )
+    named = rows.with_columns(currency_name=pl.col("currency_code").replace_strict(CURRENCY_NAMES))
+    return _finish("dim_currency", named)
+
+
+# address column -> dim_counterparty column; derived from the source spec, phone is the exception.
+_LEGAL_ADDRESS_COLUMNS = {
+    c: "counterparty_legal_phone_number" if c == "phone" else f"counterparty_legal_{c}"
+    for c in SOURCE_TABLES["address"].column_names
+    if c not in ("address_id", "created_at", LAST_UPDATED)
+}
+
+
+def dim_counterparty(counterparty: pl.DataFrame, address: pl.DataFrame) -> pl.DataFrame:
+    """Counterparties with their legal address flattened in (contacts are not part of the star)."""
+    legal_addresses = latest_versions(address, "address").select(
+        "address_id", *(pl.col(src).alias(dst) for src, dst in _LEGAL_ADDRESS_COLUMNS.items())
+    )
+    joined = _join_required(
+        "dim_counterparty",
+        latest_versions(counterparty, "counterparty"),
+        "counterparty",
+        legal_addresses,
+        "legal_address_id",
+        "address_id",
+    )
+    return _finish("dim_counterparty", joined)
+
+
+def dim_payment_type(payment_type: pl.DataFrame) -> pl.DataFrame:
+    return _finish("dim_payment_type", latest_versions(payment_type, "payment_type"))
+
+
+def dim_transaction(transaction: pl.DataFrame) -> pl.DataFrame:
+    """Transactions; exactly one of the order ids is set, the other stays NULL."""
+    return _finish("dim_transaction", latest_versions(transaction, "transaction"))
+
+
+def dim_date(start: date, end: date) -> pl.DataFrame:
+    """One row per day from `start` to `end` inclusive; ISO weekdays (Monday=1), English names."""
+    if start > end:
+        raise TransformError(f"dim_date: start {start} is after end {end}")
+    day = pl.col("date_id")
+    calendar = pl.DataFrame({"date_id": pl.date_range(start, end, "1d", eager=True)}).with_columns(
+        year=day.dt.year(),
+        month=day.dt.month(),
+        day=day.dt.day(),
+        day_of_week=day.dt.weekday(),
+        day_name=day.dt.strftime("%A"),
+        month_name=day.dt.strftime("%B"),
+        quarter=(day.dt.month() - 1) // 3 + 1,
+    )
+    return _finish("dim_date", calendar)
+
+
+def dim_date_range(fact_frames: Iterable[pl.DataFrame], today: date) -> tuple[date, date]:
+    """(start, end) for `dim_date`: every date a fact references, 2022-11-01 on, a year ahead of today.
+
+    Facts reference dim_date by foreign key, so the calendar must cover all their date columns.
+    """
+    start, end = DIM_DATE_EARLIEST, today + DIM_DATE_LOOKAHEAD
+    for frame in fact_frames:
+        dates = frame.select(cs.date())
+        if dates.width == 0:
+            continue
+        lows = [d for d in dates.min().row(0) if d is not None]
+        highs = [d for d in dates.max().row(0) if d is not None]
+        start, end = min([start, *lows]), max([end, *highs])
+    return start, end
+
+
+# --- facts ---------------------------------------------------------------------------------------
+
+_FACT_RENAMES: dict[str, dict[str, str]] = {"fact_sales_order": {"staff_id": "sales_staff_id"}}
+
+
+def _fact(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """One fact row per version (id + last_updated) of a source row, timestamps split in two."""
+    table = WAREHOUSE_TABLES[name].source_table
+    assert table is not None, f"{name} has no source table"
+    source = SOURCE_TABLES[table]
+    pk = source.primary_key
+    versions = _sorted_versions(conform_source(frame, table), pk).filter(_last_of_run([pk, LAST_UPDATED]))
+    text_dates = [c.name for c in source.columns if c.kind is Kind.DATE_TEXT]
+    split = _parse_iso_dates(name, table, versions, text_dates).with_columns(
+        created_date=pl.col("created_at").dt.date(),
+        created_time=pl.col("created_at").dt.time(),
+        last_updated_date=pl.col(LAST_UPDATED).dt.date(),
+        last_updated_time=pl.col(LAST_UPDATED).dt.time(),
+    )
+    return _finish(name, split.rename(_FACT_RENAMES.get(name, {})))
+
+
+def _parse_iso_dates(target: str, table: str, rows: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """TEXT `YYYY-MM-DD` columns as Date; anything else is an error, never a silent NULL."""
+    parsed = rows.with_columns(pl.col(c).str.to_date(ISO_DATE_FORMAT, strict=False) for c in columns)
+    for column in columns:
+        text = rows[column]
+        bad = text.is_not_null() & (parsed[column].is_null() | ~text.str.contains(ISO_DATE_PATTERN))
+        if bad.any():
+            value = text.filter(bad)[0]
+            where = describe_row(rows, bad, [SOURCE_TABLES[table].primary_key, LAST_UPDATED])
+            raise TransformError(
+                f"{target}: {table}.{column} value {value!r} is not a {ISO_DATE_FORMAT} date ({where})"
+            )
+    return parsed
+
+
+def fact_sales_order(sales_order: pl.DataFrame) -> pl.DataFrame:
+    return _fact("fact_sales_order", sales_order)
+
+
+def fact_purchase_order(purchase_order: pl.DataFrame) -> pl.DataFrame:
+    return _fact("fact_purchase_order", purchase_order)
+
+
+def fact_payment(payment: pl.DataFrame) -> pl.DataFrame:
+    """Payments without the two account numbers (not part of the star)."""
+    return _fact("fact_payment", payment)
+
+
+# --- registry for the asset factories -------------------------------------------------------------
+
+# dimension -> (transform, source tables in argument order); dim_date is built from a date range.
+DIMENSION_TRANSFORMS: dict[str, tuple[Callable[..., pl.DataFrame], tuple[str, ...]]] = {
+    "dim_staff": (dim_staff, ("staff", "department")),
+    "dim_location": (dim_location, ("address",)),
+    "dim_design": (dim_design, ("design",)),
+    "dim_currency": (dim_currency, ("currency",)),
+    "dim_counterparty": (dim_counterparty, ("counterparty", "address")),
+    "dim_payment_type": (dim_payment_type, ("payment_type",)),
+    "dim_transaction": (dim_transaction, ("transaction",)),
+}
+
+# fact -> transform; its source table is WAREHOUSE_TABLES[fact].source_table.
+FACT_TRANSFORMS: dict[str, Callable[[pl.DataFrame], pl.DataFrame]] = {
+    "fact_sales_order": fact_sales_order,
+    "fact_purchase_order": fact_purchase_order,
+    "fact_payment": fact_payment,
+}
