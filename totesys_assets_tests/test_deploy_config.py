@@ -1,0 +1,480 @@
+"""The deployment configuration under deploy/, loaded by real Dagster against real services.
+
+- deploy/dagster.yaml: a real DagsterInstance on the embedded PostgreSQL (reached over TCP through a
+  small proxy, because the file takes host/port from env vars) with compute logs in moto's S3; a
+  real run writes events and logs, which are read back; deploy/init_instance.sh sets the pools.
+- deploy/dagster.local.yaml: the same on DAGSTER_PG_URL with local compute logs.
+- deploy/dagster.ecs.yaml: validated with Dagster's config schemas; the EcsRunLauncher is built
+  from it (no AWS call is made).
+- deploy/workspace.yaml and deploy/Dockerfile: the image's command serves the code location and
+  `dagster definitions validate` loads it through the workspace file (slow).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._config import process_config
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
+from dagster._core.workspace.config_schema import process_workspace_config
+from dagster._serdes import ConfigurableClassData
+from dagster._serdes.config_class import class_from_code_pointer
+from dagster_aws.ecs import EcsRunLauncher
+from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
+from dagster_postgres import DagsterPostgresStorage
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
+
+from totesys_assets_tests.conftest import REPO_ROOT
+
+DEPLOY = REPO_ROOT / "deploy"
+PRINTED = "hello from a deployed run"
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+class TcpToUnixProxy:
+    """127.0.0.1:<port> -> the embedded PostgreSQL's unix socket (pgserver listens on no TCP port)."""
+
+    def __init__(self, socket_path: str):
+        self.socket_path = socket_path
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.socket_path)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+
+def _socket_dir(url: str) -> str:
+    return parse_qs(urlsplit(url).query)["host"][0]
+
+
+def _db_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+@pytest.fixture(scope="module")
+def pg_tcp(pg) -> Iterator[TcpToUnixProxy]:
+    proxy = TcpToUnixProxy(os.path.join(_socket_dir(pg.base_uri), ".s.PGSQL.5432"))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def _home_with(tmp_path: Path, config_file: str) -> Path:
+    """A DAGSTER_HOME holding deploy/<config_file> verbatim as dagster.yaml."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(DEPLOY / config_file, home / "dagster.yaml")
+    return home
+
+
+def _psycopg2_url(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+@dg.asset(pool="totesys_source")
+def deployed_asset() -> int:
+    print(PRINTED)
+    return 1
+
+
+def _assert_shared_settings(instance: dg.DagsterInstance) -> None:
+    """What every deployment instance promises: queue, pools, run retries, monitoring, no telemetry."""
+    assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+    concurrency = instance.get_concurrency_config()
+    assert concurrency.run_queue_config is not None
+    assert concurrency.run_queue_config.max_concurrent_runs == 10
+    assert concurrency.pool_config.default_pool_limit == 1
+    assert concurrency.pool_config.pool_granularity.value == "op"
+    assert instance.run_retries_enabled
+    assert instance.run_retries_max_retries == 2
+    assert instance.run_monitoring_enabled
+    assert instance.run_monitoring_start_timeout_seconds == 300
+    assert not instance.telemetry_enabled
+    settings = instance.get_settings("sensors")
+    assert settings["use_threads"] and settings["num_workers"] == 4
+
+
+def _run_and_read_back(instance: dg.DagsterInstance) -> dg.DagsterRun:
+    """A real run against the instance; its run, events and an extra engine event read back."""
+    result = dg.materialize([deployed_asset], instance=instance)
+    assert result.success
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+    assert (
+        instance.get_run_records(filters=dg.RunsFilter(run_ids=[run.run_id]))[0].dagster_run.run_id
+        == run.run_id
+    )
+
+    instance.report_engine_event("deploy config check", run)
+    logs = instance.all_logs(run.run_id)
+    types = {e.dagster_event.event_type for e in logs if e.is_dagster_event}
+    assert {dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.ASSET_MATERIALIZATION} <= types
+    assert any(e.message == "deploy config check" for e in logs)
+    assert instance.get_latest_materialization_event(dg.AssetKey("deployed_asset")).run_id == run.run_id
+
+    # schedule storage and the daemon cursor table
+    assert instance.schedule_storage.all_instigator_state() == []
+    instance.run_storage.set_cursor_values({"deploy_config_test": "1"})
+    assert instance.run_storage.get_cursor_values({"deploy_config_test"}) == {"deploy_config_test": "1"}
+
+    # the step ran in the totesys_source pool, which was created with the default limit
+    info = instance.event_log_storage.get_concurrency_info("totesys_source")
+    assert info.slot_count == 1 and not info.claimed_slots
+    return run
+
+
+# --------------------------------------------------------------------------------------------------
+# deploy/dagster.yaml
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def production_env(pg, pg_tcp, s3, monkeypatch) -> dict[str, str]:
+    url = pg.new_db("dagster_prod")
+    env = {
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "unused-by-trust-auth",
+        "DAGSTER_PG_HOST": "127.0.0.1",
+        "DAGSTER_PG_PORT": str(pg_tcp.port),
+        "DAGSTER_PG_DB": _db_name(url),
+        "DAGSTER_COMPUTE_LOG_BUCKET": s3.new_bucket("dagster-logs"),
+        "DAGSTER_COMPUTE_LOG_PREFIX": "compute-logs/prod",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def test_production_instance_stores_runs_events_and_logs(tmp_path, production_env, s3):
+    home = _home_with(tmp_path, "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+            assert storage.postgres_url.startswith("postgresql+psycopg2://postgres:")
+            assert f"@127.0.0.1:{production_env['DAGSTER_PG_PORT']}/" in storage.postgres_url
+        _assert_shared_settings(instance)
+
+        logs = instance.compute_log_manager
+        assert isinstance(logs, S3ComputeLogManager)
+        assert logs._s3_bucket == production_env["DAGSTER_COMPUTE_LOG_BUCKET"]  # noqa: SLF001
+        assert logs.upload_interval == 30
+
+        run = _run_and_read_back(instance)
+
+        # the step's stdout was uploaded to S3 under the configured prefix
+        bucket = production_env["DAGSTER_COMPUTE_LOG_BUCKET"]
+        keys = s3.keys(bucket, "compute-logs/prod/storage/")
+        assert keys, "no compute logs uploaded"
+        bodies = [s3.client.get_object(Bucket=bucket, Key=k)["Body"].read().decode() for k in keys]
+        assert any(PRINTED in body for body in bodies)
+        assert any(run.run_id in k for k in keys)
+    finally:
+        instance.dispose()
+
+
+@pytest.mark.slow
+def test_init_instance_sets_the_pool_limits(tmp_path, production_env):
+    """The documented one-off setup (pool limits cannot be put in dagster.yaml) against the yaml."""
+    home = _home_with(tmp_path, "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    result = subprocess.run(
+        ["sh", str(DEPLOY / "init_instance.sh")], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert instance.event_log_storage.get_concurrency_info("totesys_source").slot_count == 2
+        assert instance.event_log_storage.get_concurrency_info("warehouse").slot_count == 1
+        # an unconfigured pool falls back to pools.default_limit
+        info = instance.event_log_storage.get_concurrency_info("some_new_pool")
+        assert info.limit == 1 and info.using_default_limit
+    finally:
+        instance.dispose()
+
+
+def test_production_yaml_pins_the_psycopg2_scheme():
+    config = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    for field in ("username", "password", "hostname", "db_name", "port"):
+        assert set(config["storage"]["postgres"]["postgres_db"][field]) == {"env"}, field
+
+
+# --------------------------------------------------------------------------------------------------
+# deploy/dagster.local.yaml
+# --------------------------------------------------------------------------------------------------
+
+
+def test_local_instance_stores_runs_events_and_logs(tmp_path, pg, monkeypatch):
+    monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(pg.new_db("dagster_local")))
+    home = _home_with(tmp_path, "dagster.local.yaml")
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert instance.event_log_storage.postgres_url == os.environ["DAGSTER_PG_URL"]
+        _assert_shared_settings(instance)
+        logs = instance.compute_log_manager
+        assert isinstance(logs, LocalComputeLogManager)
+        assert Path(logs._base_dir).is_relative_to(home)  # noqa: SLF001
+
+        run = _run_and_read_back(instance)
+        written = [p for p in Path(logs._base_dir).rglob("*") if p.is_file() and run.run_id in str(p)]  # noqa: SLF001
+        assert any(PRINTED in p.read_text(errors="replace") for p in written)
+    finally:
+        instance.dispose()
+
+
+def test_plain_postgresql_url_breaks_event_writes(tmp_path, pg, monkeypatch):
+    """Why the local yaml's DAGSTER_PG_URL must say postgresql+psycopg2: with SQLAlchemy 2.1 the
+    plain scheme selects psycopg 3, on which dagster-postgres' first event write fails."""
+    monkeypatch.setenv("DAGSTER_PG_URL", pg.new_db("dagster_plain"))
+    home = _home_with(tmp_path, "dagster.local.yaml")
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        with pytest.raises(Exception, match="NOTIFY"):
+            dg.materialize([deployed_asset], instance=instance)
+    finally:
+        instance.dispose()
+
+
+# --------------------------------------------------------------------------------------------------
+# deploy/dagster.ecs.yaml
+# --------------------------------------------------------------------------------------------------
+
+ECS_ENV = {
+    "DAGSTER_PG_USERNAME": "dagster",
+    "DAGSTER_PG_PASSWORD": "from-secrets-manager",
+    "DAGSTER_PG_HOST": "dagster.cluster-abc.eu-west-2.rds.amazonaws.com",
+    "DAGSTER_PG_DB": "dagster",
+    "DAGSTER_PG_PORT": "5432",
+    "DAGSTER_COMPUTE_LOG_BUCKET": "totes-dagster-logs",
+    "DAGSTER_COMPUTE_LOG_PREFIX": "compute-logs",
+    "DAGSTER_ECS_EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/dagster-execution",
+    "DAGSTER_ECS_TASK_ROLE_ARN": "arn:aws:iam::123456789012:role/dagster-run",
+    "DAGSTER_ECS_LOG_GROUP": "/ecs/dagster-runs",
+    "DAGSTER_PG_PASSWORD_SECRET_ARN": "arn:aws:secretsmanager:eu-west-2:123456789012:secret:dagster-pg-AbCdEf",
+    "TOTESYS_DB_URL_SECRET_ARN": "arn:aws:secretsmanager:eu-west-2:123456789012:secret:totesys-db-url-AbCdEf",
+    "WAREHOUSE_DB_URL_SECRET_ARN": "arn:aws:secretsmanager:eu-west-2:123456789012:secret:warehouse-url-AbCdEf",
+}
+
+
+def _resolved(config_schema, value) -> dict:
+    result = process_config(config_schema, value)
+    assert result.success, [e.message for e in result.errors or []]
+    return result.value
+
+
+def test_ecs_yaml_is_valid_instance_config(monkeypatch):
+    for name, value in ECS_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_REGION", "eu-west-2")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
+
+    config, custom_class = dagster_instance_config(str(DEPLOY), config_filename="dagster.ecs.yaml")
+    assert custom_class is None
+
+    # each pluggable class resolves and its config passes that class's own schema
+    launcher_data = ConfigurableClassData(
+        config["run_launcher"]["module"],
+        config["run_launcher"]["class"],
+        yaml.dump(config["run_launcher"]["config"]),
+    )
+    assert class_from_code_pointer(launcher_data.module_name, launcher_data.class_name) is EcsRunLauncher
+    launcher_config = _resolved(EcsRunLauncher.config_type(), config["run_launcher"]["config"])
+    assert launcher_config["secrets"] == [
+        {"name": "DAGSTER_PG_PASSWORD", "valueFrom": ECS_ENV["DAGSTER_PG_PASSWORD_SECRET_ARN"]},
+        {"name": "TOTESYS_DB_URL", "valueFrom": ECS_ENV["TOTESYS_DB_URL_SECRET_ARN"]},
+        {"name": "WAREHOUSE_DB_URL", "valueFrom": ECS_ENV["WAREHOUSE_DB_URL_SECRET_ARN"]},
+    ]
+    assert (
+        launcher_config["task_definition"]["execution_role_arn"] == ECS_ENV["DAGSTER_ECS_EXECUTION_ROLE_ARN"]
+    )
+    assert launcher_config["secrets_tag"] is None
+
+    # built from that config the launcher makes no AWS call (task_definition is a dict, not an ARN)
+    launcher = launcher_data.rehydrate(EcsRunLauncher)
+    assert isinstance(launcher, EcsRunLauncher)
+    assert launcher.use_current_ecs_task_config
+    assert "TOTESYS_LAKE_URL" in launcher.env_vars
+
+    logs_data = config["compute_logs"]
+    assert class_from_code_pointer(logs_data["module"], logs_data["class"]) is S3ComputeLogManager
+    logs_config = _resolved(S3ComputeLogManager.config_type(), logs_data["config"])
+    assert logs_config["bucket"] == "totes-dagster-logs"
+
+    storage = _resolved(DagsterPostgresStorage.config_type(), config["storage"]["postgres"])
+    assert storage["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    assert storage["postgres_db"]["params"] == {"sslmode": "require"}
+
+    # everything but launcher, storage params and monitoring timeouts matches deploy/dagster.yaml
+    production = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+    ecs = yaml.safe_load((DEPLOY / "dagster.ecs.yaml").read_text())
+    for key in (
+        "concurrency",
+        "run_retries",
+        "compute_logs",
+        "sensors",
+        "schedules",
+        "retention",
+        "telemetry",
+    ):
+        assert ecs[key] == production[key], key
+
+
+# --------------------------------------------------------------------------------------------------
+# deploy/workspace.yaml and deploy/Dockerfile
+# --------------------------------------------------------------------------------------------------
+
+
+def test_workspace_yaml_points_at_the_grpc_code_server(monkeypatch):
+    monkeypatch.setenv("TOTESYS_CODE_SERVER_HOST", "totesys-code")
+    monkeypatch.setenv("TOTESYS_CODE_SERVER_PORT", "4000")
+    result = process_workspace_config(yaml.safe_load((DEPLOY / "workspace.yaml").read_text()))
+    assert result.success, [e.message for e in result.errors or []]
+    (entry,) = result.value["load_from"]
+    assert entry["grpc_server"] == {"host": "totesys-code", "port": 4000, "location_name": "totesys_assets"}
+
+
+def _dockerfile_cmd() -> list[str]:
+    text = (DEPLOY / "Dockerfile").read_text()
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", text, flags=re.MULTILINE)
+    return json.loads(cmd)
+
+
+def test_dockerfile_builds_and_serves_the_code_location():
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", text, flags=re.MULTILINE)
+    assert re.search(r"^RUN pip install \.$", text, flags=re.MULTILINE)
+    assert re.search(r"^EXPOSE 4000$", text, flags=re.MULTILINE)
+    # every file the image copies exists (the build context is the repository root)
+    for line in re.findall(r"^COPY (.+)$", text, flags=re.MULTILINE):
+        *sources, _ = shlex.split(line)
+        for source in sources:
+            assert (REPO_ROOT / source).exists(), source
+    # and the .dockerignore keeps them in the context
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    for needed in ("pyproject.toml", "setup.py", "README.md", "deploy/dagster.yaml", "deploy/workspace.yaml"):
+        assert f"!{needed}" in ignore, needed
+
+    cmd = _dockerfile_cmd()
+    assert cmd[:3] == ["dagster", "code-server", "start"]
+    options = dict(zip(cmd[3::2], cmd[4::2], strict=True))
+    assert options == {
+        "-h": "0.0.0.0",
+        "-p": "4000",
+        "-m": "totesys_assets.definitions",
+        "--location-name": "totesys_assets",
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_image_command_serves_the_workspace(tmp_path, pg):
+    """The Dockerfile's command (host/port swapped for 127.0.0.1 and a free port) serves the code
+    location, and `dagster definitions validate` loads it through deploy/workspace.yaml on an
+    instance configured by deploy/dagster.local.yaml: what the webserver and daemon do."""
+    port = _free_port()
+    cmd = _dockerfile_cmd()
+    cmd[cmd.index("-h") + 1] = "127.0.0.1"
+    cmd[cmd.index("-p") + 1] = str(port)
+    bin_dir = Path(sys.executable).parent
+    cmd[0] = str(bin_dir / "dagster")
+
+    home = _home_with(tmp_path, "dagster.local.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_"))}
+    env.update(
+        DAGSTER_HOME=str(home),
+        DAGSTER_PG_URL=_psycopg2_url(pg.new_db("dagster_ws")),
+        TOTESYS_HOME=str(tmp_path / "totesys"),
+        TOTESYS_CODE_SERVER_HOST="127.0.0.1",
+        TOTESYS_CODE_SERVER_PORT=str(port),
+    )
+    server = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 180
+        result = None
+        while time.monotonic() < deadline and server.poll() is None:
+            result = subprocess.run(
+                [str(bin_dir / "dagster"), "definitions", "validate", "-w", str(DEPLOY / "workspace.yaml")],
+                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            if result.returncode == 0:
+                break
+            time.sleep(2)
+        assert server.poll() is None, server.stdout.read().decode()[-3000:] if server.stdout else ""
+        assert result is not None and result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert "totesys_assets" in result.stdout + result.stderr
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
