@@ -1,13 +1,25 @@
 """The code location: `dagster dev` (via [tool.dagster] / workspace.yaml) loads `defs`."""
 
-from __future__ import annotations
-
 import dagster as dg
 
+from totesys_assets.automation.alerts import run_failure_alerts
+from totesys_assets.automation.automation_sensor import star_automation_sensor
+from totesys_assets.automation.demo import demo_activity_job, demo_activity_schedule
+from totesys_assets.automation.jobs import raw_refresh_job
+from totesys_assets.automation.schedules import raw_refresh_schedule
+from totesys_assets.automation.sensors import source_change_sensor
 from totesys_assets.raw.assets import raw_assets
-from totesys_assets.resources.config import build_resources
+from totesys_assets.resources.config import build_resources, uses_embedded_source
+from totesys_assets.star.assets import star_assets
+from totesys_assets.star.checks import star_checks
+
+_demo = uses_embedded_source()
 
 defs = dg.Definitions(
-    assets=[*raw_assets],
+    assets=[*raw_assets, *star_assets],
+    asset_checks=star_checks,
+    jobs=[raw_refresh_job, *([demo_activity_job] if _demo else [])],
+    schedules=[raw_refresh_schedule, *([demo_activity_schedule] if _demo else [])],
+    sensors=[source_change_sensor, star_automation_sensor, run_failure_alerts],
     resources=build_resources(),
 )

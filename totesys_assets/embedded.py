@@ -68,15 +68,14 @@ def _ensure(home: Path) -> tuple[str, str]:
     with _locked(home):
         base = _server_uri(home)
         source, warehouse = _db_uri(base, SOURCE_DB), _db_uri(base, WAREHOUSE_DB)
-        marker = home / "source.seeded"
-        if _ensure_database(base, SOURCE_DB) or not marker.exists():
-            from totesys_assets.simulator import Simulator
+        _ensure_database(base, SOURCE_DB)
+        from totesys_assets.simulator import Simulator
 
+        sim = Simulator(source)
+        if sim.now() is None:  # an empty source: first start, or a seed that was interrupted
             log.info("seeding the embedded totesys source in %s (first start)", home)
-            sim = Simulator(source)
             sim.create_schema()
-            sim.seed_history()
-            marker.write_text("seeded\n")
+            sim.seed_history(replace=True)
         _ensure_database(base, WAREHOUSE_DB)
         return source, warehouse
 

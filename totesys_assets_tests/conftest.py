@@ -124,3 +124,41 @@ def s3_server() -> Iterator[S3Endpoint]:
 @pytest.fixture
 def s3(s3_server: S3Endpoint) -> S3Endpoint:
     return s3_server
+
+
+@dataclass
+class RealExportLake:
+    """The real 2024-11-15 export in PostgreSQL, backfilled once into a moto S3 lake."""
+
+    source_url: str
+    bucket: str
+    lake_url: str
+    result: object  # the ExecuteInProcessResult of the single-run range backfill
+    first_day: str = "2022-11-03"
+    last_day: str = "2024-11-15"
+
+
+@pytest.fixture(scope="session")
+def real_export_lake(pg: PgCluster, s3_server: S3Endpoint) -> RealExportLake:
+    """One single-run backfill of all 11 raw assets over the whole export, shared by the suite.
+
+    The full range is ~8,000 partition materialisations; Dagster's bookkeeping for them is the
+    slowest part of the suite, so it is paid once.
+    """
+    from totesys_assets.raw.assets import raw_assets
+    from totesys_assets.resources.config import build_resources
+    from totesys_assets.simulator import Simulator
+    from totesys_assets_tests.helpers import materialize_range
+
+    folder = reference_path("oltp_2024-11-15_parquet")
+    url = pg.new_db("real_export")
+    sim = Simulator(url)
+    sim.create_schema()
+    sim.load_reference(folder)
+    bucket = s3_server.new_bucket("real")
+    lake_url = f"s3://{bucket}/totes"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TOTESYS_DB_URL", url)
+        mp.setenv("TOTESYS_LAKE_URL", lake_url)
+        result = materialize_range(raw_assets, build_resources(), "2022-11-03", "2024-11-15")
+    return RealExportLake(source_url=url, bucket=bucket, lake_url=lake_url, result=result)

@@ -18,6 +18,17 @@ def raw_asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["raw", table])
 
 
+def versions_fingerprint(spec: TableSpec, frame: pl.DataFrame) -> dg.DataVersion:
+    """A data version that changes exactly when the set of row versions (pk, last_updated) does.
+
+    Automation reacts to data-version changes, so a refresh that finds nothing new triggers
+    nothing downstream.
+    """
+    keys = frame.select(spec.primary_key, "last_updated")
+    digest = int(keys.hash_rows(seed=1).sum()) if keys.height else 0
+    return dg.DataVersion(f"{keys.height}-{digest:x}")
+
+
 def build_raw_asset(spec: TableSpec) -> dg.AssetsDefinition:
     """One daily-partitioned asset extracting a source table's row versions by last_updated."""
 
@@ -30,7 +41,7 @@ def build_raw_asset(spec: TableSpec) -> dg.AssetsDefinition:
         ),
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=3, backoff=dg.Backoff.EXPONENTIAL),
         pool=SOURCE_POOL,
         io_manager_key="raw_io_manager",
         kinds={"postgres", "s3", "polars"},
@@ -42,7 +53,7 @@ def build_raw_asset(spec: TableSpec) -> dg.AssetsDefinition:
             "primary_key": spec.primary_key,
         },
     )
-    def _raw(context: dg.AssetExecutionContext, source: TotesysSource) -> dict[str, pl.DataFrame]:
+    def _raw(context: dg.AssetExecutionContext, source: TotesysSource) -> dg.Output:
         window = context.partition_time_window
         frame = source.extract(spec, window.start, window.end)
         days = context.partition_keys
@@ -50,7 +61,7 @@ def build_raw_asset(spec: TableSpec) -> dg.AssetsDefinition:
             f"extracted {frame.height} {spec.name} row versions for {len(days)} day(s) "
             f"{days[0]}..{days[-1]}"
         )
-        return split_by_day(frame, days)
+        return dg.Output(split_by_day(frame, days), data_version=versions_fingerprint(spec, frame))
 
     return _raw
 

@@ -4,24 +4,28 @@ A set variable is passed as `dg.EnvVar`, so its value (a URL with a password) is
 time and never shown in the UI or stored in run config.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from totesys_assets.resources.lake import LakeResource, RawLakeIOManager
 from totesys_assets.resources.source import TotesysSource
-from totesys_assets.settings import ENV_LAKE_URL, ENV_SOURCE_URL, env_or_none
+from totesys_assets.resources.warehouse import WarehouseResource
+from totesys_assets.settings import ENV_LAKE_URL, ENV_SOURCE_URL, ENV_WAREHOUSE_URL, env_or_none
 
 
 def _env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if env_or_none(name) else None
 
 
+def uses_embedded_source() -> bool:
+    return env_or_none(ENV_SOURCE_URL) is None
+
+
 def build_resources() -> dict[str, object]:
     lake = LakeResource(url=_env(ENV_LAKE_URL), s3=S3Resource())
     return {
         "source": TotesysSource(url=_env(ENV_SOURCE_URL)),
+        "warehouse": WarehouseResource(url=_env(ENV_WAREHOUSE_URL)),
         "lake": lake,
         "raw_io_manager": RawLakeIOManager(lake=lake),
     }

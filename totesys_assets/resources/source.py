@@ -22,7 +22,21 @@ from totesys_assets.specs import SOURCE_TABLES, Kind, TableSpec
 
 
 class SourceError(RuntimeError):
-    """The source cannot be read as the specs describe (unreachable, missing table, changed column)."""
+    """The source cannot be reached; transient, so the asset's retry policy may retry it."""
+
+
+class SourceSchemaError(dg.Failure):
+    """The source does not match the specs (missing table, changed column, unfit value).
+
+    Retrying cannot fix this, so it fails the step at once with the table and column named.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(description=message, allow_retries=False)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _select_list(spec: TableSpec) -> sql.Composable:
@@ -51,7 +65,7 @@ def to_lake_frame(spec: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
     exprs = []
     for col in spec.columns:
         if col.name not in frame.columns:
-            raise SourceError(f"source table {spec.name!r}: column {col.name!r} missing from the extract")
+            raise SourceSchemaError(f"source table {spec.name!r}: column {col.name!r} missing from the extract")
         exprs.append(pl.col(col.name).cast(col.dtype, strict=True))
     try:
         return frame.select(exprs)
@@ -64,7 +78,7 @@ def to_lake_frame(spec: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
                     pl.col(col.name).cast(col.dtype, strict=False).is_null() & pl.col(col.name).is_not_null()
                 )
                 value = bad[col.name][0] if bad.height else "?"
-                raise SourceError(
+                raise SourceSchemaError(
                     f"source table {spec.name!r}, column {col.name!r}: value {value!r} does not fit "
                     f"{col.pg_type}"
                 ) from exc
@@ -117,15 +131,15 @@ class TotesysSource(dg.ConfigurableResource):
             live.setdefault(table, {})[column] = data_type
         for spec in specs:
             if spec.name not in live:
-                raise SourceError(f"source table {spec.name!r} does not exist in the totesys database")
+                raise SourceSchemaError(f"source table {spec.name!r} does not exist in the totesys database")
             for col in spec.columns:
                 found = live[spec.name].get(col.name)
                 if found is None:
-                    raise SourceError(
+                    raise SourceSchemaError(
                         f"source table {spec.name!r} has no column {col.name!r} (expected {col.pg_type})"
                     )
                 if found != col.info_schema_type:
-                    raise SourceError(
+                    raise SourceSchemaError(
                         f"source column {spec.name}.{col.name} has type {found!r}, "
                         f"expected {col.info_schema_type!r}"
                     )

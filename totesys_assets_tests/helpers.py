@@ -1,0 +1,66 @@
+"""Test helpers shared by several test modules (real Dagster runs, independent lake/source reads)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import dagster as dg
+import polars as pl
+import psycopg
+from psycopg import sql
+
+from totesys_assets.specs import SOURCE_TABLES
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def materialize_range(
+    assets: Sequence, resources: dict, start: str, end: str, **kwargs
+) -> dg.ExecuteInProcessResult:
+    """One single run over a partition range, as a `BackfillPolicy.single_run()` backfill does."""
+    return dg.materialize(assets, resources=resources, tags={RANGE_START: start, RANGE_END: end}, **kwargs)
+
+
+def source_rows(url: str, table: str, where: str = "") -> list[tuple]:
+    """A table's rows straight from PostgreSQL (psycopg types), sorted by pk and last_updated."""
+    spec = SOURCE_TABLES[table]
+    query = sql.SQL("SELECT {} FROM {} {} ORDER BY {}, last_updated").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in spec.column_names),
+        sql.Identifier(table),
+        sql.SQL(where),
+        sql.Identifier(spec.primary_key),
+    )
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def s3_objects(client, bucket: str, prefix: str) -> dict[str, pl.DataFrame]:
+    """Every Parquet object under a prefix, read back independently of the project's lake code."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    out = {}
+    for page in pages:
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            out[obj["Key"]] = pl.read_parquet(io.BytesIO(body))
+    return out
+
+
+def frame_rows(frame: pl.DataFrame, table: str) -> list[tuple]:
+    spec = SOURCE_TABLES[table]
+    return frame.sort([spec.primary_key, "last_updated"]).select(spec.column_names).rows()
+
+
+def failure_text(results: dg.ExecuteInProcessResult | Sequence[dg.ExecuteInProcessResult]) -> str:
+    """All error text of failed steps (with causes, and attempts the retry policy retried)."""
+    results = [results] if isinstance(results, dg.ExecuteInProcessResult) else results
+    errors = []
+    for result in results:
+        for event in result.all_events:
+            if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+                errors.append(event.step_failure_data.error)
+            elif event.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY:
+                errors.append(event.event_specific_data.error)
+    assert errors, "expected a failed step"
+    return "\n".join(err.to_string() for err in errors if err is not None)

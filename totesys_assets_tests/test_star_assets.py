@@ -1,0 +1,210 @@
+"""The star schemas end to end: real export -> lake (moto S3) -> warehouse (PostgreSQL), via real runs."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from decimal import Decimal
+
+import dagster as dg
+import psycopg
+import pytest
+
+from totesys_assets.raw.assets import raw_assets
+from totesys_assets.resources.config import build_resources
+from totesys_assets.simulator import Simulator
+from totesys_assets.specs import WAREHOUSE_TABLES
+from totesys_assets.star.assets import star_assets
+from totesys_assets.star.checks import star_checks
+from totesys_assets_tests.helpers import failure_text, materialize_range, s3_objects
+
+ALL = [*raw_assets, *star_assets, *star_checks]
+RAW, DIMS, FACTS = (dg.AssetSelection.groups(g) for g in ("raw", "dimensions", "facts"))
+
+
+def run_pipeline(first: str, last: str, *, raise_on_error: bool = True) -> list[dg.ExecuteInProcessResult]:
+    """The README's headless sequence: raw range -> dimensions -> facts range (three runs)."""
+    resources = build_resources()
+    results = [
+        materialize_range(ALL, resources, first, last, selection=RAW, raise_on_error=raise_on_error),
+        dg.materialize(ALL, resources=resources, selection=DIMS, raise_on_error=raise_on_error),
+        materialize_range(ALL, resources, first, last, selection=FACTS, raise_on_error=raise_on_error),
+    ]
+    return results
+
+
+def fetch(url: str, query: str, params: tuple = ()) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def counts(url: str) -> dict[str, int]:
+    return {t: fetch(url, f'SELECT count(*) FROM "{t}"')[0][0] for t in WAREHOUSE_TABLES}  # noqa: S608
+
+
+def check_results(results: list[dg.ExecuteInProcessResult]) -> dict[str, bool]:
+    out = {}
+    for result in results:
+        for ev in result.get_asset_check_evaluations():
+            out[f"{ev.asset_key.to_user_string()}:{ev.check_name}"] = ev.passed
+    return out
+
+
+@pytest.fixture
+def env(monkeypatch, s3, pg):
+    bucket = s3.new_bucket()
+    warehouse = pg.new_db("wh")
+    monkeypatch.setenv("TOTESYS_LAKE_URL", f"s3://{bucket}/totes")
+    monkeypatch.setenv("WAREHOUSE_DB_URL", warehouse)
+    return {"bucket": bucket, "warehouse": warehouse}
+
+
+@pytest.mark.reference
+def test_real_export_builds_the_warehouse(real_export_lake, env, s3, monkeypatch):
+    """raw (backfilled once for the suite) -> dimensions -> facts over the whole export."""
+    monkeypatch.setenv("TOTESYS_DB_URL", real_export_lake.source_url)
+    monkeypatch.setenv("TOTESYS_LAKE_URL", real_export_lake.lake_url)
+    resources = build_resources()
+    results = [
+        dg.materialize(ALL, resources=resources, selection=DIMS),
+        materialize_range(ALL, resources, "2022-11-03", "2024-11-15", selection=FACTS),
+    ]
+    assert all(r.success for r in results)
+    wh = env["warehouse"]
+    got = counts(wh)
+    assert {k: v for k, v in got.items() if k != "dim_date"} == {
+        "dim_staff": 20, "dim_location": 30, "dim_design": 473, "dim_currency": 3, "dim_counterparty": 20,
+        "dim_payment_type": 4, "dim_transaction": 15836, "fact_sales_order": 11187,
+        "fact_purchase_order": 4649, "fact_payment": 15836,
+    }  # fmt: skip
+    # dim_date: contiguous from 2022-11-01 to at least today + 365.
+    first, last, n = fetch(wh, "SELECT min(date_id), max(date_id), count(*) FROM dim_date")[0]
+    assert first == date(2022, 11, 1) and (last - first).days + 1 == n
+    assert last >= date.today().replace(year=date.today().year + 1) or (last - date.today()).days >= 365
+    assert fetch(wh, "SELECT quarter, day_of_week, day_name FROM dim_date WHERE date_id = '2024-03-31'") == [
+        (1, 7, "Sunday")
+    ]
+
+    # Spot values against the real rows.
+    assert fetch(wh, "SELECT first_name, last_name, department_name, location FROM dim_staff WHERE staff_id = 17") == [
+        ("Irving", "O'Keefe", "Production", "Leeds")
+    ]
+    assert fetch(wh, "SELECT currency_code, currency_name FROM dim_currency ORDER BY 1") == [
+        ("EUR", "Euro"), ("GBP", "Pound Sterling"), ("USD", "US Dollar"),
+    ]  # fmt: skip
+    row = fetch(
+        wh,
+        "SELECT sales_staff_id, units_sold, unit_price, created_date, created_time, agreed_delivery_date "
+        "FROM fact_sales_order WHERE sales_order_id = 2",
+    )
+    assert row == [(19, 42972, Decimal("3.94"), date(2022, 11, 3), time(14, 20, 52, 186000), date(2022, 11, 7))]
+    assert fetch(wh, "SELECT count(*) FROM dim_transaction WHERE sales_order_id IS NULL") == [(4649,)]
+
+    # Every check passed (PK, NOT NULL, FKs resolve, one fact row per lake version).
+    checks = check_results(results)
+    assert checks and all(checks.values()), {k: v for k, v in checks.items() if not v}
+    assert "fact_payment:reconciles_with_lake" in checks
+
+    # The processed zone holds the star schema as Parquet too.
+    star = s3_objects(s3.client, real_export_lake.bucket, "totes/star/dim_staff/")
+    assert list(star) == ["totes/star/dim_staff/dim_staff.parquet"]
+    assert star["totes/star/dim_staff/dim_staff.parquet"].height == 20
+    fact_days = s3_objects(s3.client, real_export_lake.bucket, "totes/star/fact_sales_order/")
+    assert sum(f.height for f in fact_days.values()) == 11187
+
+    # Running every layer again (the last month) changes nothing: same rows, same surrogate keys.
+    before = fetch(wh, "SELECT * FROM fact_payment ORDER BY payment_record_id")
+    again = run_pipeline("2024-10-16", "2024-11-15")
+    assert all(r.success for r in again)
+    assert counts(wh) == got
+    assert fetch(wh, "SELECT * FROM fact_payment ORDER BY payment_record_id") == before
+    raw_meta = again[0].asset_materializations_for_node("raw__payment")[0].metadata
+    assert raw_meta["new_versions"].value == 0 and raw_meta["objects_written"].value == 0
+    facts_meta = again[2].asset_materializations_for_node("fact_payment")[0].metadata
+    assert facts_meta["rows_inserted"].value == 0 and facts_meta["versions_skipped"].value > 500
+
+
+def test_history_appends_new_versions_and_current_views_show_the_newest(pg, env, monkeypatch):
+    source = pg.new_db("hist_src")
+    sim = Simulator(source, seed=11)
+    sim.create_schema()
+    sim.seed_history(start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 8, 12))
+    monkeypatch.setenv("TOTESYS_DB_URL", source)
+    first = "2024-01-01"
+    end = fetch(source, "SELECT max(last_updated) FROM payment")[0][0].date().isoformat()
+    assert all(r.success for r in run_pipeline(first, end))
+    wh = env["warehouse"]
+    old_rows = fetch(wh, "SELECT * FROM fact_payment ORDER BY payment_record_id")
+    old_orders = fetch(wh, "SELECT * FROM fact_sales_order ORDER BY sales_record_id")
+
+    # A few business days later: new orders, payments flipping to paid, in-place changes.
+    counts_advanced = sim.advance(to=datetime(2024, 1, 12, 18))
+    assert sum(counts_advanced.values()) > 0
+    new_end = fetch(source, "SELECT max(last_updated) FROM payment")[0][0].date().isoformat()
+    assert all(r.success for r in run_pipeline(first, new_end))
+
+    # Old versions untouched, record ids stable; new versions appended after them.
+    assert fetch(wh, f"SELECT * FROM fact_payment ORDER BY payment_record_id LIMIT {len(old_rows)}") == old_rows  # noqa: S608
+    assert fetch(wh, f"SELECT * FROM fact_sales_order ORDER BY sales_record_id LIMIT {len(old_orders)}") == old_orders  # noqa: S608
+    flipped = fetch(
+        wh,
+        "SELECT payment_id FROM fact_payment GROUP BY payment_id HAVING bool_or(paid) AND NOT bool_and(paid)",
+    )
+    assert flipped, "some payments should have an unpaid and a paid version"
+    pid = flipped[0][0]
+    assert fetch(wh, "SELECT paid FROM fact_payment_current WHERE payment_id = %s", (pid,)) == [(True,)]
+    assert fetch(wh, "SELECT count(*) FROM fact_payment_current")[0][0] == fetch(
+        source, "SELECT count(*) FROM payment"
+    )[0][0]
+    # The warehouse's current state equals the source's.
+    src_paid = fetch(source, "SELECT payment_id, paid, payment_amount FROM payment ORDER BY 1")
+    assert fetch(wh, "SELECT payment_id, paid, payment_amount FROM fact_payment_current ORDER BY 1") == src_paid
+
+
+@pytest.fixture
+def small_source(pg, monkeypatch):
+    url = pg.new_db("bad_star")
+    sim = Simulator(url, seed=5)
+    sim.create_schema()
+    sim.seed_history(days=4)
+    monkeypatch.setenv("TOTESYS_DB_URL", url)
+    first = fetch(url, "SELECT min(last_updated)::date FROM address")[0][0].isoformat()
+    last = fetch(url, "SELECT max(last_updated)::date FROM payment")[0][0].isoformat()
+    return url, first, last
+
+
+def test_unknown_design_in_a_fact_is_named_and_the_fact_table_is_untouched(small_source, env):
+    url, first, last = small_source
+    assert all(r.success for r in run_pipeline(first, last))
+    before = fetch(env["warehouse"], "SELECT * FROM fact_sales_order ORDER BY 1")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE sales_order DROP CONSTRAINT sales_order_design_id_fkey")
+        conn.execute(
+            "UPDATE sales_order SET design_id = 99999, last_updated = last_updated + interval '1 second' "
+            "WHERE sales_order_id = (SELECT max(sales_order_id) FROM sales_order)"
+        )
+    results = run_pipeline(first, last, raise_on_error=False)
+    assert not results[2].success
+    message = failure_text(results)
+    assert "fact_sales_order" in message and "design_id" in message and "99999" in message
+    assert fetch(env["warehouse"], "SELECT * FROM fact_sales_order ORDER BY 1") == before
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("UPDATE currency SET currency_code = 'JPY', last_updated = now() WHERE currency_id = 3",
+         ("dim_currency", "currency_code", "JPY")),
+        ("UPDATE sales_order SET agreed_delivery_date = '2024-13-45', last_updated = last_updated + interval '1 second'"
+         " WHERE sales_order_id = 1", ("fact_sales_order", "agreed_delivery_date", "2024-13-45")),
+    ],
+)  # fmt: skip
+def test_bad_source_values_fail_with_table_column_and_value(small_source, env, statement, expected):
+    url, first, last = small_source
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+    today = date.today().isoformat()
+    results = run_pipeline(first, max(last, today), raise_on_error=False)
+    assert not all(r.success for r in results)
+    message = failure_text(results)
+    for part in expected:
+        assert part in message, message
