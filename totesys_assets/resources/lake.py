@@ -12,6 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -133,21 +134,27 @@ class LakeResource(dg.ConfigurableResource):
         path = self._local_root() / key
         return path.read_bytes() if path.exists() else None
 
-    def list_keys(self, prefix: str) -> list[str]:
-        """Keys (relative to the lake root) under a prefix, sorted."""
+    def list_objects(self, prefix: str) -> dict[str, datetime]:
+        """Keys (relative to the lake root) under a prefix, with their last-modified time (UTC)."""
         if self.is_s3:
             bucket, _ = self._bucket_prefix()
             full = self._full_key(prefix)
             strip = len(full) - len(prefix)
             pages = self._s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=full)
-            return sorted(o["Key"][strip:] for p in pages for o in p.get("Contents", []))
+            return {o["Key"][strip:]: o["LastModified"] for p in pages for o in p.get("Contents", [])}
         root = self._local_root()
         base = root / prefix
         if not base.exists():
-            return []
-        return sorted(
-            str(p.relative_to(root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
+            return {}
+        return {
+            str(p.relative_to(root)): datetime.fromtimestamp(p.stat().st_mtime, UTC)
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        }
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys (relative to the lake root) under a prefix, sorted."""
+        return sorted(self.list_objects(prefix))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
         keys = list(keys)
@@ -165,10 +172,24 @@ class LakeResource(dg.ConfigurableResource):
         self, table: str, days: Iterable[str] | None = None, columns: list[str] | None = None
     ) -> pl.DataFrame:
         """Every stored row version of a raw table (all days, or the given days), one frame."""
-        spec = SOURCE_TABLES[table]
         present = set(self.raw_days(table))
-        wanted = sorted(present if days is None else present.intersection(days))
-        blobs = self.get_many(self.raw_key(table, d) for d in wanted)
+        wanted = present if days is None else present.intersection(days)
+        return self._read_raw_keys(table, [self.raw_key(table, d) for d in sorted(wanted)], columns)
+
+    def read_raw_changes(self, table: str, since: datetime | None) -> tuple[pl.DataFrame, datetime | None]:
+        """Row versions in the day objects written at or after `since` (all when None).
+
+        Returns the frame and the newest last-modified time seen: the watermark for the next
+        call. `>=` because object stores keep whole-second times; re-reading is harmless.
+        """
+        objects = self.list_objects(self.key("raw", table, ""))
+        changed = sorted(k for k, modified in objects.items() if since is None or modified >= since)
+        watermark = max(objects.values(), default=since)
+        return self._read_raw_keys(table, changed), watermark
+
+    def _read_raw_keys(self, table: str, keys: list[str], columns: list[str] | None = None) -> pl.DataFrame:
+        spec = SOURCE_TABLES[table]
+        blobs = self.get_many(keys)
         frames = [parquet_to_frame(b, spec, columns) for b in blobs.values() if b is not None]
         if frames:
             return pl.concat(frames, how="vertical")

@@ -5,12 +5,15 @@ warehouse through `WarehouseResource` (one transaction per table) and writes the
 the lake's processed zone (`star/<table>/…`) for tools that read the star schema from S3.
 """
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import polars as pl
+from psycopg import sql
+from pydantic import Field
 
 from totesys_assets.automation.conditions import dimension_condition, fact_condition, freshness_policy
 from totesys_assets.partitions import daily_partitions
@@ -23,6 +26,7 @@ from totesys_assets.star import transforms
 DIMENSIONS_GROUP = "dimensions"
 FACTS_GROUP = "facts"
 WAREHOUSE_POOL = "warehouse"
+FULL_RELOAD_EVERY = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,9 @@ class StarTable:
     name: str
     sources: tuple[str, ...]
     transform: Callable[..., pl.DataFrame]
+    # Read only the raw objects written since the last load (large, single-source dimensions).
+    # Small or joined dimensions re-read everything: a department change must reach its staff.
+    incremental: bool = False
 
     @property
     def spec(self) -> TableSpec:
@@ -41,11 +48,11 @@ class StarTable:
 DIMENSIONS: list[StarTable] = [
     StarTable("dim_staff", ("staff", "department"), transforms.dim_staff),
     StarTable("dim_location", ("address",), transforms.dim_location),
-    StarTable("dim_design", ("design",), transforms.dim_design),
+    StarTable("dim_design", ("design",), transforms.dim_design, incremental=True),
     StarTable("dim_currency", ("currency",), transforms.dim_currency),
     StarTable("dim_counterparty", ("counterparty", "address"), transforms.dim_counterparty),
     StarTable("dim_payment_type", ("payment_type",), transforms.dim_payment_type),
-    StarTable("dim_transaction", ("transaction",), transforms.dim_transaction),
+    StarTable("dim_transaction", ("transaction",), transforms.dim_transaction, incremental=True),
 ]
 FACTS: list[StarTable] = [
     StarTable("fact_sales_order", ("sales_order",), transforms.fact_sales_order),
@@ -76,12 +83,60 @@ def _common(spec: TableSpec) -> dict:
 
 
 def _materialize_metadata(result, spec: TableSpec, processed_uri: str, frame: pl.DataFrame) -> dict:
+    # The column schema lives in the definition metadata; per-materialisation metadata stays lean
+    # because Dagster stores it once per partition.
     return {
         **result.metadata(),
         "rows_in_frame": frame.height,
         "processed_zone": dg.MetadataValue.path(processed_uri),
-        "dagster/column_schema": spec.table_schema(),
     }
+
+
+class DimensionLoadConfig(dg.Config):
+    """Run config of a dimension (Launchpad): force a rebuild from every raw object."""
+
+    full_reload: bool = Field(
+        default=False,
+        description="Rebuild from every raw object instead of only those written since the last load.",
+    )
+
+
+@dataclass(frozen=True)
+class LoadWindow:
+    """Which raw objects a dimension reads: all (full) or those written since the last load."""
+
+    since: datetime | None
+    full_load_at: datetime
+
+    @property
+    def full(self) -> bool:
+        return self.since is None
+
+    def metadata(self, watermark: datetime | None) -> dict:
+        meta = {
+            "load_mode": "full" if self.full else "incremental",
+            "full_load_at": dg.MetadataValue.timestamp(self.full_load_at),
+        }
+        if watermark is not None:
+            meta["lake_watermark"] = dg.MetadataValue.timestamp(watermark)
+        return meta
+
+
+def load_window(context: dg.AssetExecutionContext, config: DimensionLoadConfig) -> LoadWindow:
+    """Incremental from the previous load's lake watermark; full on first load, on request, or daily.
+
+    The daily full rebuild bounds the effect of anything an incremental read cannot see (an old
+    day re-extracted with an older version of a row than the one already loaded).
+    """
+    now = datetime.now(UTC)
+    event = context.instance.get_latest_materialization_event(context.asset_key)
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if config.full_reload or "lake_watermark" not in meta or "full_load_at" not in meta:
+        return LoadWindow(since=None, full_load_at=now)
+    full_at = datetime.fromtimestamp(meta["full_load_at"].value, UTC)
+    if now - full_at > FULL_RELOAD_EVERY:
+        return LoadWindow(since=None, full_load_at=now)
+    return LoadWindow(since=datetime.fromtimestamp(meta["lake_watermark"].value, UTC), full_load_at=full_at)
 
 
 def build_dimension_asset(table: StarTable) -> dg.AssetsDefinition:
@@ -93,20 +148,37 @@ def build_dimension_asset(table: StarTable) -> dg.AssetsDefinition:
         deps=[raw_asset_key(s) for s in table.sources],
         **_common(spec),
     )
-    def _dim(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
-        frames = [lake.read_raw(s) for s in table.sources]
-        frame = table.transform(*frames)
-        return _load_dimension(context, lake, warehouse, spec, frame)
+    def _dim(
+        context: dg.AssetExecutionContext,
+        config: DimensionLoadConfig,
+        lake: LakeResource,
+        warehouse: WarehouseResource,
+    ):
+        now = datetime.now(UTC)
+        window = load_window(context, config) if table.incremental else LoadWindow(None, now)
+        changes = [lake.read_raw_changes(s, window.since) for s in table.sources]
+        frame = table.transform(*(f for f, _ in changes))
+        watermark = max((m for _, m in changes if m is not None), default=window.since)
+        return _load_dimension(context, lake, warehouse, spec, frame, window, watermark)
 
     return _dim
 
 
-def _load_dimension(context, lake: LakeResource, warehouse: WarehouseResource, spec: TableSpec, frame):
+def _load_dimension(
+    context, lake: LakeResource, warehouse: WarehouseResource, spec: TableSpec, frame, window, watermark
+):
     result = warehouse.upsert_dimension(spec.name, frame)
     key = lake.key("star", spec.name, f"{spec.name}.parquet")
-    lake.put(key, frame_to_parquet(frame))
-    context.log.info(f"{spec.name}: {result}")
-    return dg.MaterializeResult(metadata=_materialize_metadata(result, spec, lake.uri(key), frame))
+    processed = frame
+    if not window.full:  # merge the changed rows into the processed zone's current state
+        existing = lake.get(key)
+        if existing is not None:
+            old = pl.read_parquet(io.BytesIO(existing))
+            processed = pl.concat([old.join(frame, on=spec.primary_key, how="anti"), frame]).sort(spec.primary_key)
+    lake.put(key, frame_to_parquet(processed))
+    context.log.info(f"{spec.name} ({'full' if window.full else 'incremental'}): {result}")
+    metadata = {**_materialize_metadata(result, spec, lake.uri(key), frame), **window.metadata(watermark)}
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -115,12 +187,28 @@ def _load_dimension(context, lake: LakeResource, warehouse: WarehouseResource, s
     deps=[raw_asset_key(f.sources[0]) for f in FACTS],
     **_common(WAREHOUSE_TABLES["dim_date"]),
 )
-def dim_date(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
-    """Every day from 2022-11-01 (or earlier data) to max(latest fact date, today + 365)."""
-    facts = [f.transform(lake.read_raw(f.sources[0])) for f in FACTS]
+def dim_date(
+    context: dg.AssetExecutionContext,
+    config: DimensionLoadConfig,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+):
+    """Every day from 2022-11-01 (or earlier data) to max(latest fact date, today + 365).
+
+    Incremental: only fact rows in raw objects written since the last load can widen the range,
+    and every day already in the warehouse is kept.
+    """
+    window = load_window(context, config)
+    changes = [lake.read_raw_changes(f.sources[0], window.since) for f in FACTS]
+    facts = [f.transform(frame) for f, (frame, _) in zip(FACTS, changes, strict=True)]
     start, end = transforms.dim_date_range(facts, date.today())
+    if not window.full:
+        have = warehouse.fetch_one_dict(sql.SQL("SELECT min(date_id) AS lo, max(date_id) AS hi FROM dim_date"))
+        start = min(start, have["lo"] or start)
+        end = max(end, have["hi"] or end)
     frame = transforms.dim_date(start, end)
-    return _load_dimension(context, lake, warehouse, WAREHOUSE_TABLES["dim_date"], frame)
+    watermark = max((m for _, m in changes if m is not None), default=window.since)
+    return _load_dimension(context, lake, warehouse, WAREHOUSE_TABLES["dim_date"], frame, window, watermark)
 
 
 def build_fact_asset(table: StarTable) -> dg.AssetsDefinition:

@@ -1,0 +1,577 @@
+"""Machinery for the end-to-end daemon test and the latency benchmark (bench/latency.py).
+
+A real deployment on one machine: `dagster dev` (webserver + daemon + one code server) on a
+DAGSTER_HOME holding deploy/dagster.local.yaml verbatim, Dagster's storage in an embedded
+PostgreSQL database, a simulator source, a warehouse database and a moto S3 lake. The warehouse is
+first brought up to date headlessly (the README's sequence, in-process, recorded in the same
+instance), so what is measured is the incremental path:
+
+    insert at the source -> source_change_sensor tick -> raw run -> star_automation tick
+    -> dimension run -> star_automation tick -> fact run -> row visible in the warehouse
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES, DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import SENSOR_NAME_TAG
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEPLOY_INSTANCE_YAML = REPO_ROOT / "deploy" / "dagster.local.yaml"
+DAGSTER_BIN = str(Path(sys.executable).parent / "dagster")
+
+CHANGE_SENSOR = "source_change_sensor"
+AUTOMATION_SENSOR = "star_automation"
+MARKER_VAR = "TOTESYS_E2E_MARKER"  # tags every process of one deployment (leak check)
+
+# What deploy/init_instance.sh sets (defaults of TOTESYS_SOURCE_POOL_LIMIT / _WAREHOUSE_POOL_LIMIT).
+POOL_LIMITS = {"totesys_source": 2, "warehouse": 1}
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def psycopg2_url(url: str) -> str:
+    """dagster-postgres under SQLAlchemy 2.1 needs the psycopg2 driver named in the scheme."""
+    return "postgresql+psycopg2://" + url.split("://", 1)[1]
+
+
+def utc_now_ms() -> datetime:
+    """Now, UTC, naive, millisecond precision (the source's timestamp(3))."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def patched_environ(env: Mapping[str, str]) -> Iterator[None]:
+    """os.environ replaced by `env` for the duration (restored exactly afterwards)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+# --------------------------------------------------------------------------------------------------
+# The deployment's inputs: source, warehouse, lake, instance
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    """Everything one `dagster dev` deployment runs against, and its environment."""
+
+    source_url: str
+    warehouse_url: str
+    lake_url: str
+    dagster_home: Path
+    storage_url: str  # DAGSTER_PG_URL (postgresql+psycopg2://)
+    env: dict[str, str]
+    first_day: str
+    today: str
+    marker: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        self.env[MARKER_VAR] = self.marker
+
+    @contextmanager
+    def environ(self) -> Iterator[None]:
+        with patched_environ(self.env):
+            yield
+
+    @contextmanager
+    def instance(self) -> Iterator[dg.DagsterInstance]:
+        """The deployment's instance (deploy/dagster.local.yaml on DAGSTER_PG_URL), in this process."""
+        with self.environ(), dg.DagsterInstance.get() as instance:
+            yield instance
+
+
+def prepare_deployment(
+    *,
+    new_db,
+    new_bucket,
+    s3_endpoint: str,
+    workdir: Path,
+    days: int = 3,
+    sensor_interval_s: int = 5,
+    automation_interval_s: int = 5,
+    extra_env: Mapping[str, str] | None = None,
+) -> Deployment:
+    """A seeded source (history of `days` days up to now), an empty warehouse, a fresh lake bucket
+    and a DAGSTER_HOME with deploy/dagster.local.yaml on a fresh storage database.
+
+    `new_db(prefix) -> postgresql:// URL` and `new_bucket(prefix) -> name` come from the test
+    fixtures (or `EmbeddedServices` in the benchmark).
+    """
+    from totesys_assets.simulator import Simulator
+
+    source_url = new_db("e2e_src")
+    sim = Simulator(source_url)
+    sim.create_schema()
+    end = utc_now_ms()
+    sim.seed_history(days=days, end=end)
+    first_day = (end - timedelta(days=days)).date().isoformat()
+
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(DEPLOY_INSTANCE_YAML, home / "dagster.yaml")
+    storage_url = psycopg2_url(new_db("e2e_dagster"))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_", "DAGSTER_"))}
+    env.update(AWS_TEST_ENV)
+    env.update(
+        AWS_ENDPOINT_URL_S3=s3_endpoint,
+        TOTESYS_DB_URL=source_url,
+        WAREHOUSE_DB_URL=new_db("e2e_wh"),
+        TOTESYS_LAKE_URL=f"s3://{new_bucket('e2e')}/totes",
+        TOTESYS_HOME=str(workdir / "totesys_home"),  # never used (everything is configured)
+        DAGSTER_HOME=str(home),
+        DAGSTER_PG_URL=storage_url,
+        TOTESYS_SENSOR_INTERVAL_S=str(sensor_interval_s),
+        TOTESYS_AUTOMATION_INTERVAL_S=str(automation_interval_s),
+        **(extra_env or {}),
+    )
+    return Deployment(
+        source_url=source_url,
+        warehouse_url=env["WAREHOUSE_DB_URL"],
+        lake_url=env["TOTESYS_LAKE_URL"],
+        dagster_home=home,
+        storage_url=storage_url,
+        env=env,
+        first_day=first_day,
+        today=end.date().isoformat(),
+    )
+
+
+def init_instance(deployment: Deployment) -> None:
+    """What deploy/init_instance.sh does (schema + pool limits), in-process to save two CLI starts."""
+    with deployment.instance() as instance:
+        instance.upgrade()
+        for pool, limit in POOL_LIMITS.items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+
+
+def catch_up_headlessly(deployment: Deployment) -> dict[str, float]:
+    """The README's sequence, in-process, recorded in the deployment's instance: the raw range over
+    the seeded days as one run, the dimensions, the facts range. Returns seconds per step."""
+    from totesys_assets.raw.assets import raw_assets
+    from totesys_assets.resources.config import build_resources
+    from totesys_assets.star.assets import star_assets
+
+    tags = {"totesys/trigger": "e2e_setup"}
+    range_tags = {
+        "dagster/asset_partition_range_start": deployment.first_day,
+        "dagster/asset_partition_range_end": deployment.today,
+    }
+    assets = [*raw_assets, *star_assets]
+    timings = {}
+    with deployment.instance() as instance:
+        resources = build_resources()
+        for group, run_tags in (("raw", range_tags), ("dimensions", {}), ("facts", range_tags)):
+            t = time.monotonic()
+            result = dg.materialize(
+                assets,
+                resources=resources,
+                selection=dg.AssetSelection.groups(group),
+                instance=instance,
+                tags={**tags, **run_tags},
+            )
+            assert result.success, f"headless {group} run failed"
+            timings[group] = time.monotonic() - t
+    return timings
+
+
+# --------------------------------------------------------------------------------------------------
+# `dagster dev` as a process group
+# --------------------------------------------------------------------------------------------------
+
+
+def _http(url: str, data: bytes | None = None) -> dict | str:
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = resp.read().decode()
+    return json.loads(body) if body.startswith("{") else body
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Processes (of this user) whose environment carries the deployment's marker."""
+    needle = f"{MARKER_VAR}={marker}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+class DagsterDev:
+    """`dagster dev` (webserver, daemon, code server; run workers are its children) in its own
+    process group, output to a log file. `stop()` ends the whole group and checks for leftovers."""
+
+    def __init__(self, deployment: Deployment, log_path: Path):
+        self.deployment = deployment
+        self.port = free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.leftovers: list[int] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> float:
+        """Start and wait until the webserver serves the code location; returns seconds taken."""
+        t = time.monotonic()
+        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process in stop()
+        self.proc = subprocess.Popen(
+            [DAGSTER_BIN, "dev", "-p", str(self.port), "-h", "127.0.0.1"],
+            cwd=REPO_ROOT, env=self.deployment.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self._log = log
+        query = json.dumps({"query": "{ assetNodes { id } }"}).encode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dagster dev exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                if _http(f"{self.url}/graphql", query)["data"]["assetNodes"]:
+                    return time.monotonic() - t
+            except (OSError, KeyError, TypeError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"dagster dev did not serve the code location in {timeout}s:\n{self.log_tail()}")
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        return _http(f"{self.url}/graphql", body)  # type: ignore[return-value]
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> list[int]:
+        """SIGTERM to the process group, SIGKILL after 30 s; then kill (by pid) and return any
+        process still carrying the deployment's marker (there should be none)."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+            # The group may outlive its leader (children still shutting down).
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and _group_alive(self.proc.pid):
+                time.sleep(0.2)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+            self._log.close()
+        self.leftovers = marked_pids(self.deployment.marker)
+        for pid in self.leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return self.leftovers
+
+    def __enter__(self) -> DagsterDev:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Observing the daemon's work through the instance
+# --------------------------------------------------------------------------------------------------
+
+ACTIVE_STATUSES = [*IN_PROGRESS_RUN_STATUSES, DagsterRunStatus.NOT_STARTED]
+
+
+def latest_tick(instance: dg.DagsterInstance, sensor_name: str):
+    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.instigator_name == sensor_name:
+            ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+            return ticks[0] if ticks else None
+    return None
+
+
+def wait_until_quiet(instance: dg.DagsterInstance, *, timeout: float, poll: float = 1.0) -> float:
+    """Wait until no run is queued or in progress, and both sensors have finished a tick that began
+    after the last run ended and requested nothing. Returns the seconds waited."""
+    t = time.monotonic()
+    deadline = t + timeout
+    while time.monotonic() < deadline:
+        active = instance.get_runs_count(RunsFilter(statuses=ACTIVE_STATUSES))
+        if not active:
+            ends = [r.end_time for r in instance.get_run_records(limit=20) if r.end_time]
+            last_end = max(ends, default=0.0)
+            ticks = [latest_tick(instance, name) for name in (CHANGE_SENSOR, AUTOMATION_SENSOR)]
+            if all(
+                tick is not None and tick.status == TickStatus.SKIPPED and tick.timestamp > last_end
+                for tick in ticks
+            ):
+                return time.monotonic() - t
+        time.sleep(poll)
+    raise TimeoutError(f"the deployment did not settle within {timeout}s: {describe_runs(instance)}")
+
+
+def describe_runs(instance: dg.DagsterInstance, limit: int = 30) -> str:
+    lines = []
+    for rec in instance.get_run_records(limit=limit):
+        run = rec.dagster_run
+        lines.append(f"{run.run_id[:8]} {run.status.value} {run_kind(run)} {run.tags.get('dagster/partition', '')}")
+    return "\n".join(lines)
+
+
+def run_kind(run: dg.DagsterRun) -> str:
+    """'raw', 'dimensions', 'facts' (or 'mixed'/'other') from the run's asset selection."""
+    keys = {k.to_user_string() for k in (run.asset_selection or ())}
+    if keys and all(k.startswith("raw/") for k in keys):
+        return "raw"
+    if keys and all(k.startswith("dim_") for k in keys):
+        return "dimensions"
+    if keys and all(k.startswith("fact_") for k in keys):
+        return "facts"
+    return "mixed" if keys else "other"
+
+
+def run_trigger(run: dg.DagsterRun) -> str:
+    return run.tags.get("totesys/trigger") or run.tags.get(SENSOR_NAME_TAG) or "manual"
+
+
+# --------------------------------------------------------------------------------------------------
+# One source change, measured
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunTiming:
+    run_id: str
+    kind: str
+    trigger: str
+    sensor: str | None
+    assets: list[str]
+    partition: str | None
+    status: str
+    created: float  # seconds after the insert
+    started: float | None
+    ended: float | None
+
+
+@dataclass
+class ChangeMeasurement:
+    sales_order_id: int
+    inserted_at: str
+    latency_s: float
+    runs: list[RunTiming]
+    stages: dict[str, float]  # the chain, seconds (see `stage_breakdown`)
+
+    def to_json(self) -> dict:
+        return {
+            "sales_order_id": self.sales_order_id,
+            "inserted_at": self.inserted_at,
+            "latency_s": round(self.latency_s, 2),
+            "stages_s": {k: round(v, 2) for k, v in self.stages.items()},
+            "runs": [vars(r) for r in self.runs],
+        }
+
+
+def fact_visible(warehouse_url: str, sales_order_id: int) -> bool:
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        try:
+            row = conn.execute(
+                "SELECT 1 FROM fact_sales_order WHERE sales_order_id = %s LIMIT 1", (sales_order_id,)
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return False
+    return row is not None
+
+
+def measure_change(
+    deployment: Deployment, instance: dg.DagsterInstance, *, timeout: float = 240, poll: float = 0.25
+) -> ChangeMeasurement:
+    """Insert one sales order at the source (stamped now) and wait until its fact row is in the
+    warehouse; nothing is launched by hand. Raises TimeoutError after `timeout` seconds."""
+    from totesys_assets.simulator import Simulator
+
+    at = utc_now_ms()
+    t0 = time.time()
+    order_id = Simulator(deployment.source_url).insert_sales_order(at=at)
+    deadline = time.monotonic() + timeout
+    while not fact_visible(deployment.warehouse_url, order_id):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"sales order {order_id} not in fact_sales_order after {timeout}s:\n{describe_runs(instance)}"
+            )
+        time.sleep(poll)
+    t_visible = time.time()
+    runs = runs_since(instance, t0)
+    return ChangeMeasurement(
+        sales_order_id=order_id,
+        inserted_at=at.isoformat(timespec="milliseconds"),
+        latency_s=t_visible - t0,
+        runs=runs,
+        stages=stage_breakdown(runs, t_visible - t0),
+    )
+
+
+def runs_since(instance: dg.DagsterInstance, t0: float) -> list[RunTiming]:
+    records = instance.get_run_records(RunsFilter(created_after=datetime.fromtimestamp(t0, UTC)))
+    out = []
+    for rec in sorted(records, key=lambda r: r.create_timestamp):
+        run = rec.dagster_run
+        out.append(
+            RunTiming(
+                run_id=run.run_id,
+                kind=run_kind(run),
+                trigger=run_trigger(run),
+                sensor=run.tags.get(SENSOR_NAME_TAG),
+                assets=sorted(k.to_user_string() for k in (run.asset_selection or ())),
+                partition=run.tags.get("dagster/partition"),
+                status=run.status.value,
+                created=rec.create_timestamp.timestamp() - t0,
+                started=rec.start_time - t0 if rec.start_time else None,
+                ended=rec.end_time - t0 if rec.end_time else None,
+            )
+        )
+    return out
+
+
+STAGES = (
+    "change_sensor_pickup",  # insert -> raw run created by the change sensor
+    "raw_queue",  # created -> started (run queue + run worker launch)
+    "raw_run",  # started -> ended
+    "automation_to_dims",  # raw run ended -> dimension run created by star_automation
+    "dims_queue",
+    "dims_run",
+    "automation_to_facts",  # dimension run ended -> fact run created
+    "facts_queue",
+    "facts_run",
+    "fact_end_to_visible",  # fact run ended -> row seen by the poller (negative: seen before the end)
+)
+
+
+def stage_breakdown(runs: list[RunTiming], visible: float) -> dict[str, float]:
+    """The chain insert -> raw -> dims -> facts -> visible, from the first run of each kind that
+    belongs to it. Stages whose run is missing are left out."""
+    stages: dict[str, float] = {}
+    raw = next((r for r in runs if r.kind == "raw" and r.trigger == "source_change"), None)
+    facts = next((r for r in runs if r.kind == "facts" and "fact_sales_order" in r.assets), None)
+    dims = next(
+        (r for r in runs if r.kind == "dimensions" and (raw is None or r.created >= (raw.ended or 0))), None
+    )
+    previous_end = 0.0
+    for name, run, pickup in (
+        ("raw", raw, "change_sensor_pickup"),
+        ("dims", dims, "automation_to_dims"),
+        ("facts", facts, "automation_to_facts"),
+    ):
+        if run is None:
+            continue
+        stages[pickup] = run.created - previous_end
+        if run.started is not None:
+            stages[f"{name}_queue"] = run.started - run.created
+            if run.ended is not None:
+                stages[f"{name}_run"] = run.ended - run.started
+                previous_end = run.ended
+    if facts is not None and facts.ended is not None:
+        stages["fact_end_to_visible"] = visible - facts.ended
+    return stages
+
+
+def format_runs(runs: list[RunTiming]) -> str:
+    lines = [f"{'run':8} {'kind':10} {'trigger':20} {'partition':10} {'created':>8} {'started':>8} {'ended':>8}  assets"]
+    for r in runs:
+        lines.append(
+            f"{r.run_id[:8]:8} {r.kind:10} {r.trigger:20} {r.partition or '-':10} {r.created:8.1f} "
+            f"{_f(r.started):>8} {_f(r.ended):>8}  {','.join(r.assets)}"
+        )
+    return "\n".join(lines)
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Embedded services for scripts (the tests use the conftest fixtures instead)
+# --------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def embedded_services(workdir: Path) -> Iterator[tuple]:
+    """(PgCluster, S3Endpoint) as the `pg` and `s3_server` fixtures provide them, for scripts."""
+    import tempfile
+
+    import pgserver
+    from moto.server import ThreadedMotoServer
+
+    from totesys_assets_tests.conftest import PgCluster, S3Endpoint
+
+    pg_path = tempfile.mkdtemp(prefix="tpg", dir="/tmp")  # unix socket paths must stay short
+    server = pgserver.get_server(pg_path, cleanup_mode="delete")
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        with patched_environ({**os.environ, **AWS_TEST_ENV, "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}"}):
+            yield PgCluster(server=server, base_uri=server.get_uri()), S3Endpoint(f"http://{host}:{port}")
+    finally:
+        moto.stop()
+        server.cleanup()
+        shutil.rmtree(pg_path, ignore_errors=True)
