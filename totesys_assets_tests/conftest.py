@@ -50,6 +50,16 @@ class PgCluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def new_source(self, prefix: str, *, seed: int, **history):
+        """A fresh totesys source with the real schema and simulated history (`seed_history` args)."""
+        from totesys_assets.simulator import Simulator
+
+        url = self.new_db(prefix)
+        sim = Simulator(url, seed=seed)
+        sim.create_schema()
+        sim.seed_history(**history)
+        return url, sim
+
 
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgCluster]:

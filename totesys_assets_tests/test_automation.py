@@ -13,7 +13,6 @@ from totesys_assets.automation.sensors import changed_days, plan_runs, source_ch
 from totesys_assets.raw.assets import raw_asset_key, raw_assets
 from totesys_assets.resources.config import build_resources
 from totesys_assets.resources.source import TotesysSource
-from totesys_assets.simulator import Simulator
 from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import star_checks
 
@@ -46,10 +45,7 @@ def test_changed_days_spans_a_quiet_weekend_and_never_the_future():
 
 @pytest.fixture
 def source(pg):
-    url = pg.new_db("sensor_src")
-    sim = Simulator(url, seed=21)
-    sim.create_schema()
-    sim.seed_history(days=3)
+    url, sim = pg.new_source("sensor_src", seed=21, days=3)
     return url, sim
 
 
@@ -113,10 +109,7 @@ def test_plan_runs_groups_tables_by_day():
 
 
 def test_automation_carries_a_raw_change_to_the_dimensions_then_the_fact_partition(pg, tmp_path, monkeypatch):
-    url = pg.new_db("auto_src")
-    sim = Simulator(url, seed=4)
-    sim.create_schema()
-    sim.seed_history(start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 5, 17))
+    url, sim = pg.new_source("auto_src", seed=4, start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 5, 17))
     monkeypatch.setenv("TOTESYS_DB_URL", url)
     monkeypatch.setenv("TOTESYS_LAKE_URL", str(tmp_path / "lake"))
     monkeypatch.setenv("WAREHOUSE_DB_URL", pg.new_db("auto_wh"))

@@ -14,7 +14,6 @@ import pytest
 
 from totesys_assets.raw.assets import raw_asset_key, raw_assets
 from totesys_assets.resources.config import build_resources
-from totesys_assets.simulator import Simulator
 from totesys_assets.specs import SOURCE_TABLES
 from totesys_assets_tests.helpers import frame_rows, s3_objects, source_rows
 
@@ -96,10 +95,7 @@ def test_headless_backfill_through_the_dagster_cli(real_export_lake, lake_env, s
 
 
 def _one_day_source(pg) -> str:
-    url = pg.new_db("src")
-    sim = Simulator(url, seed=7)
-    sim.create_schema()
-    sim.seed_history(days=3)
+    url, sim = pg.new_source("src", seed=7, days=3)
     return url
 
 

@@ -14,7 +14,6 @@ from totesys_assets.raw.assets import raw_asset_key, raw_assets
 from totesys_assets.resources.config import build_resources
 from totesys_assets.resources.lake import LakeError, LakeResource, RawLakeIOManager
 from totesys_assets.resources.source import TotesysSource
-from totesys_assets.simulator import Simulator
 from totesys_assets_tests.helpers import failure_text, materialize_range, s3_objects
 
 
@@ -24,10 +23,7 @@ def _asset(table: str):
 
 @pytest.fixture
 def source(pg) -> str:
-    url = pg.new_db("bad_src")
-    sim = Simulator(url, seed=3)
-    sim.create_schema()
-    sim.seed_history(days=4)
+    url, sim = pg.new_source("bad_src", seed=3, days=4)
     return url
 
 

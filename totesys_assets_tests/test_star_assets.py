@@ -12,7 +12,6 @@ import pytest
 
 from totesys_assets.raw.assets import raw_assets
 from totesys_assets.resources.config import build_resources
-from totesys_assets.simulator import Simulator
 from totesys_assets.specs import WAREHOUSE_TABLES
 from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import star_checks
@@ -125,10 +124,7 @@ def test_real_export_builds_the_warehouse(real_export_lake, env, s3, monkeypatch
 
 
 def test_history_appends_new_versions_and_current_views_show_the_newest(pg, env, monkeypatch):
-    source = pg.new_db("hist_src")
-    sim = Simulator(source, seed=11)
-    sim.create_schema()
-    sim.seed_history(start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 8, 12))
+    source, sim = pg.new_source("hist_src", seed=11, start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 8, 12))
     monkeypatch.setenv("TOTESYS_DB_URL", source)
     first = "2024-01-01"
     end = fetch(source, "SELECT max(last_updated) FROM payment")[0][0].date().isoformat()
@@ -163,10 +159,7 @@ def test_history_appends_new_versions_and_current_views_show_the_newest(pg, env,
 
 @pytest.fixture
 def small_source(pg, monkeypatch):
-    url = pg.new_db("bad_star")
-    sim = Simulator(url, seed=5)
-    sim.create_schema()
-    sim.seed_history(days=4)
+    url, sim = pg.new_source("bad_star", seed=5, days=4)
     monkeypatch.setenv("TOTESYS_DB_URL", url)
     first = fetch(url, "SELECT min(last_updated)::date FROM address")[0][0].isoformat()
     last = fetch(url, "SELECT max(last_updated)::date FROM payment")[0][0].isoformat()
@@ -216,10 +209,7 @@ def test_dimensions_load_incrementally_and_match_a_full_rebuild(pg, env, s3, mon
     from totesys_assets.resources.lake import LakeResource
     from totesys_assets.star import transforms
 
-    source = pg.new_db("incr_src")
-    sim = Simulator(source, seed=13)
-    sim.create_schema()
-    sim.seed_history(start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 8, 12))
+    source, sim = pg.new_source("incr_src", seed=13, start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 8, 12))
     monkeypatch.setenv("TOTESYS_DB_URL", source)
     resources = build_resources()
     instance = dg.DagsterInstance.ephemeral()
