@@ -68,6 +68,16 @@ def create_table_statements(spec: TableSpec) -> list[sql.Composable]:
             sql.Identifier(spec.name), sql.SQL(", ").join(items)
         )
     )
+    if spec.natural_key:
+        # Facts are loaded, checked and queried by the day of the version (last_updated_date).
+        version_time = spec.natural_key[1:]
+        out.append(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+                sql.Identifier(f"{spec.name}_{version_time[0]}_idx"),
+                sql.Identifier(spec.name),
+                sql.SQL(", ").join(sql.Identifier(c) for c in version_time),
+            )
+        )
     for col in spec.columns:
         if col.default and col.default.startswith("nextval("):
             out.append(
