@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +44,10 @@ MARKER_VAR = "TOTESYS_E2E_MARKER"  # tags every process of one deployment (leak 
 
 # What deploy/init_instance.sh sets (defaults of TOTESYS_SOURCE_POOL_LIMIT / _WAREHOUSE_POOL_LIMIT).
 POOL_LIMITS = {"totesys_source": 2, "warehouse": 1}
+
+# The schedule's and the heartbeat's crons (automation/schedules.py, conditions.py), moved out of
+# the way of a measurement.
+QUIET_CRONS = {"TOTESYS_REFRESH_CRON": "0 0 1 1 *", "TOTESYS_HEARTBEAT_CRON": "0 0 1 1 *"}
 
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -126,13 +130,20 @@ def prepare_deployment(
     days: int = 3,
     sensor_interval_s: int = 5,
     automation_interval_s: int = 5,
+    keep_crons: bool = False,
+    order_today: bool = True,
     extra_env: Mapping[str, str] | None = None,
 ) -> Deployment:
-    """A seeded source (history of `days` days up to now), an empty warehouse, a fresh lake bucket
-    and a DAGSTER_HOME with deploy/dagster.local.yaml on a fresh storage database.
+    """A seeded source (history of `days` days up to now, plus a sales order a minute ago if
+    `order_today`), an empty warehouse, a fresh lake bucket and a DAGSTER_HOME with
+    deploy/dagster.local.yaml on a fresh storage database.
+
+    Unless `keep_crons`, the raw refresh schedule and the automation heartbeat are moved to a
+    yearly cron (QUIET_CRONS) so that only the change sensor and the automation sensor act: their
+    periodic full refreshes would otherwise land in the middle of a measurement at random.
 
     `new_db(prefix) -> postgresql:// URL` and `new_bucket(prefix) -> name` come from the test
-    fixtures (or `EmbeddedServices` in the benchmark).
+    fixtures (or `embedded_services` in the benchmark).
     """
     from totesys_assets.simulator import Simulator
 
@@ -141,6 +152,11 @@ def prepare_deployment(
     sim.create_schema()
     end = utc_now_ms()
     sim.seed_history(days=days, end=end)
+    if order_today:
+        # The seeded business trades Mon-Fri 08:00-18:59; at night or on a weekend the newest order
+        # is days old, and the change sensor then (by design) re-extracts every day since, which
+        # would make the first measured change unlike the others.
+        sim.insert_sales_order(at=max(end - timedelta(minutes=1), end.replace(hour=0, minute=0, second=0)))
     first_day = (end - timedelta(days=days)).date().isoformat()
 
     home = workdir / "dagster_home"
@@ -160,6 +176,7 @@ def prepare_deployment(
         DAGSTER_PG_URL=storage_url,
         TOTESYS_SENSOR_INTERVAL_S=str(sensor_interval_s),
         TOTESYS_AUTOMATION_INTERVAL_S=str(automation_interval_s),
+        **({} if keep_crons else QUIET_CRONS),
         **(extra_env or {}),
     )
     return Deployment(
@@ -182,9 +199,15 @@ def init_instance(deployment: Deployment) -> None:
             instance.event_log_storage.set_concurrency_slots(pool, limit)
 
 
-def catch_up_headlessly(deployment: Deployment) -> dict[str, float]:
-    """The README's sequence, in-process, recorded in the deployment's instance: the raw range over
-    the seeded days as one run, the dimensions, the facts range. Returns seconds per step."""
+def catch_up_headlessly(deployment: Deployment, *, raw_as_range: bool = False) -> dict[str, float]:
+    """The README's sequence, in-process, recorded in the deployment's instance: the raw layer over
+    the seeded days, the dimensions, the facts range (one run). Returns seconds per step.
+
+    The raw layer is extracted one day per run unless `raw_as_range`: a range run stamps every
+    day with the data version of the whole range (raw/assets.py), so the first single-day refresh
+    of each day afterwards (the change sensor's first tick, the schedule) looks like a change and
+    sets off a cascade of dimension and fact runs that has nothing to do with the source.
+    """
     from totesys_assets.raw.assets import raw_assets
     from totesys_assets.resources.config import build_resources
     from totesys_assets.star.assets import star_assets
@@ -194,21 +217,29 @@ def catch_up_headlessly(deployment: Deployment) -> dict[str, float]:
         "dagster/asset_partition_range_start": deployment.first_day,
         "dagster/asset_partition_range_end": deployment.today,
     }
+    first = datetime.fromisoformat(deployment.first_day)
+    days = [
+        (first + timedelta(days=i)).date().isoformat()
+        for i in range((datetime.fromisoformat(deployment.today) - first).days + 1)
+    ]
+    raw_runs = [(None, range_tags)] if raw_as_range else [(day, {}) for day in days]
+    steps = [*(("raw", *r) for r in raw_runs), ("dimensions", None, {}), ("facts", None, range_tags)]
     assets = [*raw_assets, *star_assets]
-    timings = {}
+    timings: dict[str, float] = {}
     with deployment.instance() as instance:
         resources = build_resources()
-        for group, run_tags in (("raw", range_tags), ("dimensions", {}), ("facts", range_tags)):
+        for group, partition_key, run_tags in steps:
             t = time.monotonic()
             result = dg.materialize(
                 assets,
                 resources=resources,
                 selection=dg.AssetSelection.groups(group),
                 instance=instance,
+                partition_key=partition_key,
                 tags={**tags, **run_tags},
             )
-            assert result.success, f"headless {group} run failed"
-            timings[group] = time.monotonic() - t
+            assert result.success, f"headless {group} run {partition_key or run_tags} failed"
+            timings[group] = timings.get(group, 0.0) + time.monotonic() - t
     return timings
 
 
@@ -243,8 +274,9 @@ class DagsterDev:
     """`dagster dev` (webserver, daemon, code server; run workers are its children) in its own
     process group, output to a log file. `stop()` ends the whole group and checks for leftovers."""
 
-    def __init__(self, deployment: Deployment, log_path: Path):
+    def __init__(self, deployment: Deployment, log_path: Path, dev_args: Sequence[str] = ()):
         self.deployment = deployment
+        self.dev_args = list(dev_args)  # e.g. ["-m", "other.module"]; default: the repo's [tool.dagster]
         self.port = free_port()
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -259,7 +291,7 @@ class DagsterDev:
         t = time.monotonic()
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process in stop()
         self.proc = subprocess.Popen(
-            [DAGSTER_BIN, "dev", "-p", str(self.port), "-h", "127.0.0.1"],
+            [DAGSTER_BIN, "dev", "-p", str(self.port), "-h", "127.0.0.1", *self.dev_args],
             cwd=REPO_ROOT, env=self.deployment.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
@@ -374,7 +406,9 @@ def describe_runs(instance: dg.DagsterInstance, limit: int = 30) -> str:
     lines = []
     for rec in instance.get_run_records(limit=limit):
         run = rec.dagster_run
-        lines.append(f"{run.run_id[:8]} {run.status.value} {run_kind(run)} {run.tags.get('dagster/partition', '')}")
+        lines.append(
+            f"{run.run_id[:8]} {run.status.value} {run_kind(run)} {run.tags.get('dagster/partition', '')}"
+        )
     return "\n".join(lines)
 
 
@@ -419,7 +453,7 @@ class ChangeMeasurement:
     inserted_at: str
     latency_s: float
     runs: list[RunTiming]
-    stages: dict[str, float]  # the chain, seconds (see `stage_breakdown`)
+    stages: dict[str, float]  # milestones and durations of the chain (see `stage_breakdown`)
 
     def to_json(self) -> dict:
         return {
@@ -466,7 +500,7 @@ def measure_change(
         inserted_at=at.isoformat(timespec="milliseconds"),
         latency_s=t_visible - t0,
         runs=runs,
-        stages=stage_breakdown(runs, t_visible - t0),
+        stages=stage_breakdown(runs, t_visible - t0, at.date().isoformat()),
     )
 
 
@@ -492,50 +526,74 @@ def runs_since(instance: dg.DagsterInstance, t0: float) -> list[RunTiming]:
     return out
 
 
-STAGES = (
-    "change_sensor_pickup",  # insert -> raw run created by the change sensor
-    "raw_queue",  # created -> started (run queue + run worker launch)
-    "raw_run",  # started -> ended
-    "automation_to_dims",  # raw run ended -> dimension run created by star_automation
-    "dims_queue",
-    "dims_run",
-    "automation_to_facts",  # dimension run ended -> fact run created
-    "facts_queue",
-    "facts_run",
-    "fact_end_to_visible",  # fact run ended -> row seen by the poller (negative: seen before the end)
+# The chain as milestones, seconds after the insert (each from the run records):
+MILESTONES = (
+    "raw_requested",  # the change sensor created the raw run for the insert's day
+    "raw_started",  # the run queue launched it (run worker up)
+    "raw_done",
+    "dims_requested",  # star_automation created the first dimension run
+    "dims_started",
+    "dims_done",  # the last dimension run requested before the fact run ended
+    "facts_requested",  # star_automation created the fact run for the insert's day
+    "facts_started",
+    "visible",  # the poller saw the row in fact_sales_order
 )
+# Durations that do not overlap anything else.
+DURATIONS = ("raw_queue", "raw_run", "dims_queue", "dims_run", "facts_queue", "facts_start_to_visible")
 
 
-def stage_breakdown(runs: list[RunTiming], visible: float) -> dict[str, float]:
-    """The chain insert -> raw -> dims -> facts -> visible, from the first run of each kind that
-    belongs to it. Stages whose run is missing are left out."""
-    stages: dict[str, float] = {}
-    raw = next((r for r in runs if r.kind == "raw" and r.trigger == "source_change"), None)
-    facts = next((r for r in runs if r.kind == "facts" and "fact_sales_order" in r.assets), None)
-    dims = next(
-        (r for r in runs if r.kind == "dimensions" and (raw is None or r.created >= (raw.ended or 0))), None
+def stage_breakdown(runs: list[RunTiming], visible: float, day: str) -> dict[str, float]:
+    """Milestones and durations of the chain insert -> raw -> dimensions -> facts -> visible.
+
+    Milestones are seconds after the insert. They need not be in order: automation requests a
+    dimension as soon as the raw *step* it depends on has materialised (before the raw run, with
+    its other steps, ends) and a fact as soon as the dimension step has (while the dimension run's
+    checks still run). Milestones whose run is missing are left out.
+    """
+    out: dict[str, float] = {}
+    raw = next((r for r in reversed(runs) if r.kind == "raw" and r.partition == day), None)
+    facts = next(
+        (r for r in runs if r.kind == "facts" and "fact_sales_order" in r.assets and r.partition == day), None
     )
-    previous_end = 0.0
-    for name, run, pickup in (
-        ("raw", raw, "change_sensor_pickup"),
-        ("dims", dims, "automation_to_dims"),
-        ("facts", facts, "automation_to_facts"),
+    dims = [r for r in runs if r.kind == "dimensions" and (facts is None or r.created <= facts.created)]
+    if raw is not None:
+        out["raw_requested"] = raw.created
+        _put(out, "raw_started", raw.started)
+        _put(out, "raw_done", raw.ended)
+    if dims:
+        out["dims_requested"] = dims[0].created
+        _put(out, "dims_started", dims[0].started)
+        ends = [d.ended for d in dims]
+        _put(out, "dims_done", max(ends) if None not in ends else None)  # type: ignore[type-var]
+    if facts is not None:
+        out["facts_requested"] = facts.created
+        _put(out, "facts_started", facts.started)
+    out["visible"] = visible
+    for name, a, b in (
+        ("raw_queue", "raw_requested", "raw_started"),
+        ("raw_run", "raw_started", "raw_done"),
+        ("facts_queue", "facts_requested", "facts_started"),
+        ("facts_start_to_visible", "facts_started", "visible"),
     ):
-        if run is None:
-            continue
-        stages[pickup] = run.created - previous_end
-        if run.started is not None:
-            stages[f"{name}_queue"] = run.started - run.created
-            if run.ended is not None:
-                stages[f"{name}_run"] = run.ended - run.started
-                previous_end = run.ended
-    if facts is not None and facts.ended is not None:
-        stages["fact_end_to_visible"] = visible - facts.ended
-    return stages
+        if a in out and b in out:
+            out[name] = out[b] - out[a]
+    if dims and dims[0].started is not None:
+        out["dims_queue"] = dims[0].started - dims[0].created
+        runs_done = [d.ended - d.started for d in dims if d.started is not None and d.ended is not None]
+        if runs_done:
+            out["dims_run"] = sum(runs_done)
+    return out
+
+
+def _put(out: dict[str, float], key: str, value: float | None) -> None:
+    if value is not None:
+        out[key] = value
 
 
 def format_runs(runs: list[RunTiming]) -> str:
-    lines = [f"{'run':8} {'kind':10} {'trigger':20} {'partition':10} {'created':>8} {'started':>8} {'ended':>8}  assets"]
+    lines = [
+        f"{'run':8} {'kind':10} {'trigger':20} {'partition':10} {'created':>8} {'started':>8} {'ended':>8}  assets"
+    ]
     for r in runs:
         lines.append(
             f"{r.run_id[:8]:8} {r.kind:10} {r.trigger:20} {r.partition or '-':10} {r.created:8.1f} "

@@ -118,7 +118,7 @@ def test_real_export_builds_the_warehouse(real_export_lake, env, s3, monkeypatch
     assert counts(wh) == got
     assert fetch(wh, "SELECT * FROM fact_payment ORDER BY payment_record_id") == before
     raw_meta = again[0].asset_materializations_for_node("raw__payment")[0].metadata
-    assert raw_meta["new_versions"].value == 0 and raw_meta["objects_written"].value == 0
+    assert raw_meta["run_new_versions"].value == 0 and raw_meta["run_objects_written"].value == 0
     facts_meta = again[2].asset_materializations_for_node("fact_payment")[0].metadata
     assert facts_meta["rows_inserted"].value == 0 and facts_meta["versions_skipped"].value > 500
 

@@ -61,7 +61,13 @@ def build_raw_asset(spec: TableSpec) -> dg.AssetsDefinition:
             f"extracted {frame.height} {spec.name} row versions for {len(days)} day(s) "
             f"{days[0]}..{days[-1]}"
         )
-        return dg.Output(split_by_day(frame, days), data_version=versions_fingerprint(spec, frame))
+        by_day = split_by_day(frame, days)
+        # Each partition gets its own row count (a range run must not stamp every day with the
+        # whole range's number). The data version covers the run's extract: `dg.Output` takes one
+        # version for all partitions of a run.
+        for day, part in by_day.items():
+            context.add_asset_metadata({"dagster/row_count": part.height}, partition_key=day)
+        return dg.Output(by_day, data_version=versions_fingerprint(spec, frame))
 
     return _raw
 

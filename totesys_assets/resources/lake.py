@@ -268,14 +268,14 @@ class RawLakeIOManager(dg.ConfigurableIOManager):
             added = self.lake.write_raw_day(spec.name, day, obj[day], existing.get(day))
             new_versions += added
             written += 1 if added else 0
-        # Dagster records this metadata once per partition, so a long range stays lean: the
-        # column schema lives in the asset definition's metadata, not in every event.
+        # Dagster stamps this metadata on every partition of the run, so it describes the run's
+        # write as a whole; per-day row counts are added by the asset itself.
         context.add_output_metadata(
             {
-                "dagster/row_count": sum(f.height for f in obj.values()),
-                "new_versions": new_versions,
-                "objects_written": written,
-                "partitions": len(days),
+                "run_extracted_rows": sum(f.height for f in obj.values()),
+                "run_new_versions": new_versions,
+                "run_objects_written": written,
+                "run_partitions": len(days),
             }
         )
 

@@ -1,0 +1,127 @@
+"""End to end under the real daemon: a source change reaches the warehouse with nobody launching a run.
+
+`dagster dev` (webserver + daemon + code server) runs on deploy/dagster.local.yaml copied verbatim
+into a temporary DAGSTER_HOME, with Dagster's storage in an embedded PostgreSQL database, a simulator
+source, a warehouse database and a moto S3 lake. The warehouse is first brought up to date
+headlessly (the README's sequence, in-process, in the same instance), so the test measures the
+incremental path: a new sales order at the source -> source_change_sensor -> raw run ->
+star_automation -> dimension run(s) -> fact run -> the row in fact_sales_order.
+
+The raw refresh schedule and the automation heartbeat are moved to a yearly cron (QUIET_CRONS in
+e2e_support.py) so that only the two sensors act. Latency and the milestones of every change are
+printed and recorded with `record_property`; bench/latency.py measures p50/p95 with the same
+machinery.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from totesys_assets_tests.e2e_support import (
+    AUTOMATION_SENSOR,
+    CHANGE_SENSOR,
+    DagsterDev,
+    catch_up_headlessly,
+    format_runs,
+    init_instance,
+    measure_change,
+    prepare_deployment,
+    runs_since,
+    wait_until_quiet,
+)
+
+CHANGES = 2
+LATENCY_BOUND_S = 240  # generous: the path is well under it even on a busy 2-CPU machine
+SETTLE_TIMEOUT_S = 300
+
+RUNS_BY_SENSOR = """
+query RunsBySensor($sensor: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: $sensor}]}) {
+    ... on Runs { results { runId status tags { key value } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@pytest.mark.slow
+def test_source_changes_reach_the_warehouse_under_the_daemon(
+    pg, s3_server, tmp_path, record_property, capsys
+):
+    t_test = time.monotonic()
+    deployment = prepare_deployment(
+        new_db=pg.new_db,
+        new_bucket=s3_server.new_bucket,
+        s3_endpoint=s3_server.endpoint_url,
+        workdir=tmp_path,
+        days=3,
+        sensor_interval_s=5,
+        automation_interval_s=5,
+    )
+    init_instance(deployment)
+    setup = catch_up_headlessly(deployment)
+
+    dev = DagsterDev(deployment, tmp_path / "dagster_dev.log")
+    report: list[str] = [f"headless catch-up: {', '.join(f'{k} {v:.1f}s' for k, v in setup.items())}"]
+    measurements = []
+    try:
+        t_dev = time.time()
+        report.append(f"dagster dev serving after {dev.start():.1f}s")
+        with deployment.instance() as instance:
+            # The change sensor's first tick (empty cursor) re-extracts each table's newest day;
+            # that finds nothing new, so automation must stay quiet.
+            report.append(f"settled after {wait_until_quiet(instance, timeout=SETTLE_TIMEOUT_S):.1f}s")
+            first_tick = runs_since(instance, t_dev)
+            report.append(format_runs(first_tick))
+            assert all(r.kind == "raw" for r in first_tick), (
+                "automation reacted to a refresh that found nothing new"
+            )
+            for i in range(CHANGES):
+                if i:
+                    wait_until_quiet(instance, timeout=SETTLE_TIMEOUT_S)
+                m = measure_change(deployment, instance, timeout=LATENCY_BOUND_S)
+                measurements.append(m)
+                record_property(f"change_{i + 1}_latency_s", round(m.latency_s, 1))
+                record_property(f"change_{i + 1}_stages_s", {k: round(v, 1) for k, v in m.stages.items()})
+                milestones = " ".join(f"{k}={v:.1f}" for k, v in m.stages.items())
+                report += [
+                    f"change {i + 1}: sales order {m.sales_order_id} in fact_sales_order after "
+                    f"{m.latency_s:.1f}s [{milestones}]",
+                    format_runs(m.runs),
+                ]
+
+            # Launched by the sensors, never by hand: every run since the first insert carries
+            # the sensor's tag, raw runs from the change sensor, star runs from automation.
+            runs = [r for m in measurements for r in m.runs]
+            assert runs and all(r.sensor in (CHANGE_SENSOR, AUTOMATION_SENSOR) for r in runs), format_runs(
+                runs
+            )
+            for r in runs:
+                if r.kind == "raw":
+                    assert r.sensor == CHANGE_SENSOR and r.trigger == "source_change", r
+                else:
+                    assert r.sensor == AUTOMATION_SENSOR and r.kind in ("dimensions", "facts"), r
+            assert not [r for r in runs if r.status in ("FAILURE", "CANCELED")], format_runs(runs)
+            for m in measurements:
+                kinds = {r.kind for r in m.runs}
+                assert {"raw", "dimensions", "facts"} <= kinds, format_runs(m.runs)
+
+            # The webserver (GraphQL) sees the same runs under the same sensors.
+            for sensor in (CHANGE_SENSOR, AUTOMATION_SENSOR):
+                found = dev.graphql(RUNS_BY_SENSOR, {"sensor": sensor})["data"]["runsOrError"]["results"]
+                ids = {r["runId"] for r in found}
+                assert {r.run_id for r in runs if r.sensor == sensor} <= ids, sensor
+    except BaseException:
+        report.append("--- dagster dev log (tail) ---\n" + dev.log_tail())
+        raise
+    finally:
+        leftovers = dev.stop()
+        report.append(f"test took {time.monotonic() - t_test:.0f}s")
+        with capsys.disabled():
+            print("\n" + "\n".join(report))
+
+    assert not leftovers, f"processes of the deployment survived the process-group kill: {leftovers}"
+    for i, m in enumerate(measurements):
+        assert m.latency_s < LATENCY_BOUND_S, f"change {i + 1}: {m.latency_s:.1f}s"
