@@ -371,7 +371,8 @@ def _group_alive(pgid: int) -> bool:
 # Observing the daemon's work through the instance
 # --------------------------------------------------------------------------------------------------
 
-ACTIVE_STATUSES = [*IN_PROGRESS_RUN_STATUSES, DagsterRunStatus.NOT_STARTED]
+# Not finished yet (IN_PROGRESS_RUN_STATUSES leaves out the queued and not-started runs).
+UNFINISHED_STATUSES = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, *IN_PROGRESS_RUN_STATUSES]
 
 
 def latest_tick(instance: dg.DagsterInstance, sensor_name: str):
@@ -388,7 +389,7 @@ def wait_until_quiet(instance: dg.DagsterInstance, *, timeout: float, poll: floa
     t = time.monotonic()
     deadline = t + timeout
     while time.monotonic() < deadline:
-        active = instance.get_runs_count(RunsFilter(statuses=ACTIVE_STATUSES))
+        active = instance.get_runs_count(RunsFilter(statuses=UNFINISHED_STATUSES))
         if not active:
             ends = [r.end_time for r in instance.get_run_records(limit=20) if r.end_time]
             last_end = max(ends, default=0.0)

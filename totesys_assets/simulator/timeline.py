@@ -6,7 +6,7 @@ as the source stores `timestamp(3) without time zone`), so whole histories stay 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -30,14 +30,14 @@ STAFF_SEED_DELAY_MS = 1_601  # counterparty and staff rows follow the first seed
 
 def utc_now() -> datetime:
     """Now as naive UTC, truncated to milliseconds (the source's precision)."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def naive_utc(value: datetime) -> datetime:
     """Aware datetimes are converted to naive UTC; naive ones are taken as UTC already."""
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
