@@ -45,6 +45,7 @@ from measure import Meter, RssSampler, max_rss_mb, profile_text  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
+REPO_ROOT = BENCH_DIR.parent
 DEFAULT_END = datetime(2024, 11, 15, 18, 0)
 FIRST_PARTITION = datetime(2022, 11, 3)
 SIM_DEFAULT_START = datetime(2022, 11, 3, 14, 20, 49, 962000)  # the real seed (simulator default)
@@ -209,12 +210,29 @@ def run_baseline(args, infra: Infra, meter: Meter, start: datetime, end: datetim
     return {"scale": scale, "source_rows": rows, "source_counts": counts, "stages": stages}
 
 
-def make_instance(kind: str, workdir: Path) -> dg.DagsterInstance:
+def make_instance(kind: str, workdir: Path, infra: Infra, name: str) -> dg.DagsterInstance:
+    """The Dagster instance of a scale's runs.
+
+    postgres (default): the deployment's own instance, deploy/dagster.local.yaml verbatim (pooled
+    event log, batched event writes) on a fresh database of the bench's PostgreSQL server;
+    postgres-stock: the same database layout through dagster-postgres' stock storage (a connection
+    per event, no batching), to show what the pooled storage saves; memory / sqlite: `dagster dev`'s
+    kinds of instance.
+    """
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
     if kind == "sqlite":
-        home = workdir / "dagster_home"
-        home.mkdir(parents=True, exist_ok=True)
         return dg.DagsterInstance.local_temp(str(home))
-    return dg.DagsterInstance.ephemeral()
+    if kind == "memory":
+        return dg.DagsterInstance.ephemeral()
+    url = infra.new_db(f"{name}_dagster").replace("postgresql://", "postgresql+psycopg2://", 1)
+    if kind == "postgres":
+        shutil.copy(REPO_ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
+        os.environ["DAGSTER_PG_URL"] = url
+    else:
+        os.environ["DAGSTER_EVENT_BATCH_SIZE"] = "0"
+        (home / "dagster.yaml").write_text(f"storage:\n  postgres:\n    postgres_url: '{url}'\n")
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def run_scale(args, infra: Infra, meter: Meter, scale: float, start: datetime, end: datetime, workdir: Path):
@@ -264,7 +282,7 @@ def run_scale(args, infra: Infra, meter: Meter, scale: float, start: datetime, e
     os.environ["TOTESYS_DB_URL"] = src
     os.environ["WAREHOUSE_DB_URL"] = wh
     os.environ["TOTESYS_LAKE_URL"] = lake_url
-    instance = make_instance(args.instance, workdir / safe)
+    instance = make_instance(args.instance, workdir / safe, infra, f"bench_{safe}")
     runner = pipeline.DagsterRunner(instance, with_checks=not args.no_checks, log_level=args.dagster_log_level)
     first, last = start.date().isoformat(), end.date().isoformat()
     full_runs = []
@@ -336,6 +354,7 @@ def run_scale(args, infra: Infra, meter: Meter, scale: float, start: datetime, e
         stages.extend(inc)
         out["warehouse_rows_after_incremental"] = pipeline.warehouse_counts(wh)
     out["stages"] = stages
+    instance.dispose()
     return out
 
 
@@ -479,8 +498,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-scale", type=float, default=1.0, help="scale of the baseline run (default 1)")
     p.add_argument("--limit-repeats", type=int, default=2, help="best of N for the limit (default 2)")
     p.add_argument("--no-checks", action="store_true", help="leave the asset checks out of the runs")
-    p.add_argument("--instance", choices=["memory", "sqlite"], default="memory",
-                   help="Dagster instance: ephemeral in-memory (default) or sqlite on disk")
+    p.add_argument("--instance", choices=["postgres", "postgres-stock", "memory", "sqlite"], default="postgres",
+                   help="Dagster instance: the deployment's (deploy/dagster.local.yaml, default), the same with "
+                        "dagster-postgres' stock event log, ephemeral in-memory, or sqlite on disk")
     p.add_argument("--dagster-log-level", default="WARNING",
                    help="console log level of the runs (default WARNING: printing is not the pipeline)")
     p.add_argument("--profile", action="store_true", help="cProfile each pipeline stage (slows it down)")
