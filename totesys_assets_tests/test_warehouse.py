@@ -25,6 +25,7 @@ from totesys_assets.resources.warehouse import (
     prepare_frame,
 )
 from totesys_assets.specs import DIMENSION_NAMES, FACT_NAMES, WAREHOUSE_TABLES, Kind
+from totesys_assets.star.checks import Scope, primary_key_query
 
 DAY = dt.date(2024, 11, 15)
 
@@ -473,13 +474,29 @@ def test_current_views_return_the_newest_version(wh):
     )
 
 
+FACT_INDEXES_QUERY = (
+    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'fact_sales_order' ORDER BY indexname"
+)
+
+
 def test_large_fact_load_validates_foreign_keys_set_based(pg):
-    """Above bulk_load_min_rows the foreign keys are re-validated in one pass; the result is the same."""
+    """Above bulk_load_min_rows the foreign keys are re-validated in one pass and the version
+    indexes rebuilt by one sort each; the result is the same table, indexes and constraints."""
     wh = WarehouseResource(url=pg.new_db("bulk"), bulk_load_min_rows=2)
     seed_dimensions(wh)
-    rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, i)) for i in range(1, 6)]
+    indexes = fetch(wh, FACT_INDEXES_QUERY)
+    assert [name for name, _ in indexes] == [
+        "fact_sales_order_last_updated_date_idx",
+        "fact_sales_order_pkey",
+        "fact_sales_order_version_key",
+    ]
+    # loaded newest first: record ids must still follow time
+    rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, 10 - i)) for i in range(1, 6)]
     loaded = wh.append_facts("fact_sales_order", frame("fact_sales_order", rows))
     assert loaded.bulk and loaded.inserted == 5
+    assert fetch(wh, FACT_INDEXES_QUERY) == indexes
+    ids = fetch(wh, "SELECT sales_order_id FROM fact_sales_order ORDER BY sales_record_id")
+    assert [i for (i,) in ids] == [5, 4, 3, 2, 1]
     reloaded = wh.append_facts("fact_sales_order", frame("fact_sales_order", rows))
     assert not reloaded.bulk and reloaded.skipped == 5  # nothing new: keys are left alone
     fks = fetch(
@@ -506,6 +523,7 @@ def test_large_fact_load_validates_foreign_keys_set_based(pg):
             "conrelid = 'fact_sales_order'::regclass AND contype = 'f'",
         )
     ) == sorted(fks)
+    assert fetch(wh, FACT_INDEXES_QUERY) == indexes
 
 
 # -------------------------------------------------------------------------------------------------
@@ -902,3 +920,29 @@ def test_two_concurrent_loads_of_the_same_versions_add_them_once(wh):
     b_thread.join(timeout=60)
     assert (results["a"].inserted, results["b"].inserted, results["b"].skipped) == (3, 0, 3)
     assert wh.row_counts()["fact_sales_order"] == 3
+
+
+def test_primary_key_check_counts_every_row_beyond_the_first(pg):
+    """The check's query on a fact table whose unique constraint was dropped behind our back:
+    a version stored four times counts 3, another twice counts 1; the run's-days scope applies."""
+    wh = WarehouseResource(url=pg.new_db("pk_check"))
+    seed_dimensions(wh)
+    rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, i)) for i in range(1, 4)]
+    wh.append_facts("fact_sales_order", frame("fact_sales_order", rows))
+    spec = WAREHOUSE_TABLES["fact_sales_order"]
+    assert wh.scalar(primary_key_query(spec)) == 0
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.insert_columns)
+    with psycopg.connect(wh.url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE fact_sales_order DROP CONSTRAINT fact_sales_order_version_key")
+        for sales_order_id in (1, 1, 2):
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO fact_sales_order ({c}) SELECT {c} FROM fact_sales_order WHERE sales_order_id = %s"
+                ).format(c=cols),
+                [sales_order_id],
+            )
+    # (each INSERT copies every row the id has so far: id 1 -> 2 -> 4 rows, id 2 -> 2 rows)
+    assert wh.scalar(primary_key_query(spec)) == 4
+    day, other = Scope(["2024-11-15"]), Scope(["2024-11-16"])
+    assert wh.scalar(primary_key_query(spec, day), day.params) == 4
+    assert wh.scalar(primary_key_query(spec, other), other.params) == 0

@@ -13,9 +13,10 @@ Every load runs in one transaction:
      ids follow time.
 4. COMMIT. Any error rolls the whole load back: the table is exactly as before.
 
-Large fact loads (`bulk_load_min_rows`) drop the table's foreign keys inside the transaction and add
-them back before COMMIT: PostgreSQL then validates every row in one set-based join instead of one
-trigger query per row per key (about 6x faster for a first backfill). The table is locked for the
+Large fact loads (`bulk_load_min_rows`) drop the table's foreign keys and version indexes inside the
+transaction and add them back before COMMIT: PostgreSQL then validates every row in one set-based
+join instead of one trigger query per row per key (about 6x faster for a first backfill), and builds
+each index with one sort instead of a random b-tree insert per row. The table is locked for the
 load, the constraints are re-validated before commit, and a failure restores them with the rollback.
 
 CSV keeps NULL and the empty string apart (NULL is an unquoted empty field, Polars quotes an empty
@@ -45,12 +46,14 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from pydantic import Field
 
-from totesys_assets.ddl import foreign_key_statements, schema_statements
+from totesys_assets.ddl import foreign_key_statements, schema_statements, version_index_statements
 from totesys_assets.settings import redact_url
 from totesys_assets.specs import WAREHOUSE_TABLES, Kind, TableSpec
 
 # Rows per CSV chunk streamed into COPY (bounded memory; serialising overlaps with sending).
 COPY_CHUNK_ROWS = 100_000
+# Memory for re-building a fact's indexes after a bulk load (sorts in memory instead of on disk).
+BULK_MAINTENANCE_WORK_MEM = "256MB"
 # Time literals keep microseconds; the time(3) columns round them as PostgreSQL does.
 _TIME_FORMAT = "%H:%M:%S%.6f"
 # One advisory lock key for the warehouse DDL (stable across processes and releases).
@@ -223,21 +226,24 @@ def _drop_loaded_versions_statement(spec: TableSpec) -> sql.Composable:
     )
 
 
-def _append_statement(spec: TableSpec) -> sql.Composable:
+def _append_statement(spec: TableSpec, *, on_conflict: bool = True) -> sql.Composable:
     """Insert the staged new versions oldest first, so serial record ids follow time.
 
     ON CONFLICT DO NOTHING covers a concurrent load of the same versions committing in between.
+    A bulk load goes without: it holds the table's exclusive lock and has dropped the unique
+    index that ON CONFLICT needs (re-creating it re-checks uniqueness before COMMIT).
     """
     natural_id, updated_date, updated_time = spec.natural_key
     return sql.SQL(
-        "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY {order} "
-        "ON CONFLICT ({natural_key}) DO NOTHING"
+        "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY {order} {conflict}"
     ).format(
+        conflict=sql.SQL("ON CONFLICT ({}) DO NOTHING").format(_idents(spec.natural_key))
+        if on_conflict
+        else sql.SQL(""),
         table=sql.Identifier(spec.name),
         cols=_idents(spec.insert_columns),
         stage=sql.Identifier(_stage_name(spec)),
         order=_idents([updated_date, updated_time, natural_id]),
-        natural_key=_idents(spec.natural_key),
     )
 
 
@@ -564,10 +570,21 @@ class WarehouseResource(dg.ConfigurableResource):
                         bulk = self._use_bulk_path(conn, spec, staged.height - loaded)
                         if bulk:
                             self._drop_foreign_keys(conn, spec)
-                        cur = conn.execute(_append_statement(spec))
+                            drop_indexes, create_indexes = version_index_statements(spec)
+                            for statement in drop_indexes:
+                                conn.execute(statement)
+                        cur = conn.execute(_append_statement(spec, on_conflict=not bulk))
                         inserted, updated = cur.rowcount, 0
                         if bulk:
-                            for statement in foreign_key_statements(spec, source_style=False):
+                            conn.execute(
+                                sql.SQL("SET LOCAL maintenance_work_mem = {}").format(
+                                    sql.Literal(BULK_MAINTENANCE_WORK_MEM)
+                                )
+                            )
+                            for statement in [
+                                *create_indexes,
+                                *foreign_key_statements(spec, source_style=False),
+                            ]:
                                 conn.execute(statement)
                     else:
                         bulk = False
