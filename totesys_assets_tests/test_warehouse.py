@@ -946,3 +946,37 @@ def test_primary_key_check_counts_every_row_beyond_the_first(pg):
     day, other = Scope(["2024-11-15"]), Scope(["2024-11-16"])
     assert wh.scalar(primary_key_query(spec, day), day.params) == 4
     assert wh.scalar(primary_key_query(spec, other), other.params) == 0
+
+
+def test_first_bulk_load_copies_straight_in_with_the_same_result(pg):
+    """A large first load COPYs into the empty fact table (no staging): the table, its record ids
+    and its constraints come out exactly as through the staged INSERT."""
+    rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, 30 - i)) for i in range(1, 21)]
+    direct = WarehouseResource(url=pg.new_db("direct"), bulk_load_min_rows=2)
+    staged = WarehouseResource(url=pg.new_db("staged"), bulk_load_min_rows=10**9)
+    for wh in (direct, staged):
+        seed_dimensions(wh)
+        result = wh.append_facts("fact_sales_order", frame("fact_sales_order", rows))
+        assert (result.inserted, result.table_rows, result.bulk) == (20, 20, wh is direct)
+    assert_frame_equal(direct.read_table("fact_sales_order"), staged.read_table("fact_sales_order"))
+    assert fetch(direct, FACT_INDEXES_QUERY) == fetch(staged, FACT_INDEXES_QUERY)
+    constraints = "SELECT conname, contype, convalidated FROM pg_constraint WHERE conrelid = 'fact_sales_order'::regclass ORDER BY 1"
+    assert fetch(direct, constraints) == fetch(staged, constraints)
+    # and a reload is the usual no-op
+    again = direct.append_facts("fact_sales_order", frame("fact_sales_order", rows))
+    assert (again.inserted, again.skipped) == (0, 20)
+
+
+def test_first_bulk_load_with_a_bad_key_leaves_the_table_empty_and_intact(pg):
+    wh = WarehouseResource(url=pg.new_db("direct_bad"), bulk_load_min_rows=2)
+    seed_dimensions(wh)
+    indexes = fetch(wh, FACT_INDEXES_QUERY)
+    rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, i)) for i in range(1, 4)]
+    rows.append(sales_row(4, dt.datetime(2024, 11, 15, 10), design_id=999))
+    with pytest.raises(WarehouseLoadError) as err:
+        wh.append_facts("fact_sales_order", frame("fact_sales_order", rows))
+    assert (err.value.table, err.value.column, err.value.value) == ("fact_sales_order", "design_id", "999")
+    assert wh.read_table("fact_sales_order").is_empty()
+    assert fetch(wh, FACT_INDEXES_QUERY) == indexes
+    fks = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'fact_sales_order'::regclass AND contype = 'f'"
+    assert fetch(wh, fks) == [(len(WAREHOUSE_TABLES["fact_sales_order"].foreign_keys),)]

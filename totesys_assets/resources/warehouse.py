@@ -564,30 +564,28 @@ class WarehouseResource(dg.ConfigurableResource):
         with self.connect() as conn:
             try:
                 with conn.transaction():
-                    self._stage(conn, spec, staged)
-                    if spec.is_fact:
+                    if spec.is_fact and self._locked_empty_for_bulk(conn, spec, staged.height):
+                        # First load of a fact table: COPY straight in, oldest version first (the
+                        # serial record ids follow time), no staging table, no INSERT … SELECT.
+                        bulk = True
+                        self._without_constraints(conn, spec)
+                        order = list(spec.natural_key[1:]) + [spec.natural_key[0]]
+                        self._copy(conn, sql.Identifier(spec.name), spec, staged.sort(order))
+                        inserted, updated = staged.height, 0
+                        self._restore_constraints(conn, spec)
+                    elif spec.is_fact:
+                        self._stage(conn, spec, staged)
                         loaded = conn.execute(_drop_loaded_versions_statement(spec)).rowcount
                         bulk = self._use_bulk_path(conn, spec, staged.height - loaded)
                         if bulk:
-                            self._drop_foreign_keys(conn, spec)
-                            drop_indexes, create_indexes = version_index_statements(spec)
-                            for statement in drop_indexes:
-                                conn.execute(statement)
+                            self._without_constraints(conn, spec)
                         cur = conn.execute(_append_statement(spec, on_conflict=not bulk))
                         inserted, updated = cur.rowcount, 0
                         if bulk:
-                            conn.execute(
-                                sql.SQL("SET LOCAL maintenance_work_mem = {}").format(
-                                    sql.Literal(BULK_MAINTENANCE_WORK_MEM)
-                                )
-                            )
-                            for statement in [
-                                *create_indexes,
-                                *foreign_key_statements(spec, source_style=False),
-                            ]:
-                                conn.execute(statement)
+                            self._restore_constraints(conn, spec)
                     else:
                         bulk = False
+                        self._stage(conn, spec, staged)
                         counts = conn.execute(_upsert_statement(spec)).fetchone()
                         assert counts is not None
                         inserted, updated = counts
@@ -614,21 +612,52 @@ class WarehouseResource(dg.ConfigurableResource):
     def _stage(conn: psycopg.Connection, spec: TableSpec, frame: pl.DataFrame) -> None:
         """COPY the frame into a temporary table with the target's column types (no constraints)."""
         stage = sql.Identifier(_stage_name(spec))
-        cols = _idents(spec.insert_columns)
         conn.execute(
             sql.SQL(
                 "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"
-            ).format(stage=stage, cols=cols, table=sql.Identifier(spec.name))
+            ).format(stage=stage, cols=_idents(spec.insert_columns), table=sql.Identifier(spec.name))
         )
-        copy = sql.SQL("COPY {stage} ({cols}) FROM STDIN (FORMAT csv, NULL '')").format(
-            stage=stage, cols=cols
+        WarehouseResource._copy(conn, stage, spec, frame)
+        if frame.height >= 10_000:
+            conn.execute(sql.SQL("ANALYZE {}").format(stage))
+
+    @staticmethod
+    def _copy(conn: psycopg.Connection, table: sql.Identifier, spec: TableSpec, frame: pl.DataFrame) -> None:
+        """COPY the frame (CSV, streamed in chunks) into the table's insert columns."""
+        copy = sql.SQL("COPY {table} ({cols}) FROM STDIN (FORMAT csv, NULL '')").format(
+            table=table, cols=_idents(spec.insert_columns)
         )
         with conn.cursor() as cur:
             with cur.copy(copy, writer=QueuedLibpqWriter(cur)) as cp:
                 for chunk in _csv_chunks(frame):
                     cp.write(chunk)
-            if frame.height >= 10_000:
-                cur.execute(sql.SQL("ANALYZE {}").format(stage))
+
+    def _locked_empty_for_bulk(self, conn: psycopg.Connection, spec: TableSpec, rows: int) -> bool:
+        """A large load into an empty fact table; if so the table is locked and stays empty."""
+        if not spec.foreign_keys or rows < self.bulk_load_min_rows:
+            return False
+        is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(spec.name))
+        if not conn.execute(is_empty).fetchone()[0]:  # type: ignore[index]
+            return False
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(spec.name)))
+        return bool(conn.execute(is_empty).fetchone()[0])  # type: ignore[index]
+
+    def _without_constraints(self, conn: psycopg.Connection, spec: TableSpec) -> None:
+        """Lock the fact table and drop its foreign keys and version indexes (bulk loads)."""
+        self._drop_foreign_keys(conn, spec)
+        drop_indexes, _ = version_index_statements(spec)
+        for statement in drop_indexes:
+            conn.execute(statement)
+
+    @staticmethod
+    def _restore_constraints(conn: psycopg.Connection, spec: TableSpec) -> None:
+        """Build the version indexes (one sort each) and re-validate the foreign keys set-based."""
+        conn.execute(
+            sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(BULK_MAINTENANCE_WORK_MEM))
+        )
+        _, create_indexes = version_index_statements(spec)
+        for statement in [*create_indexes, *foreign_key_statements(spec, source_style=False)]:
+            conn.execute(statement)
 
     def _use_bulk_path(self, conn: psycopg.Connection, spec: TableSpec, rows: int) -> bool:
         """Set-based FK validation pays when the new rows are many and at least a tenth of the table."""
