@@ -25,7 +25,13 @@ from totesys_assets.resources.warehouse import (
     prepare_frame,
 )
 from totesys_assets.specs import DIMENSION_NAMES, FACT_NAMES, WAREHOUSE_TABLES, Kind
-from totesys_assets.star.checks import Scope, primary_key_query
+from totesys_assets.star.checks import (
+    Scope,
+    evaluate_foreign_keys,
+    evaluate_not_null,
+    evaluate_primary_key,
+    primary_key_query,
+)
 
 DAY = dt.date(2024, 11, 15)
 
@@ -949,8 +955,8 @@ def test_primary_key_check_counts_every_row_beyond_the_first(pg):
 
 
 def test_first_bulk_load_copies_straight_in_with_the_same_result(pg):
-    """A large first load COPYs into the empty fact table (no staging): the table, its record ids
-    and its constraints come out exactly as through the staged INSERT."""
+    """A large first load COPYs into the empty table (no staging): the tables, record ids and
+    constraints come out exactly as through the staged INSERT / upsert."""
     rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, 30 - i)) for i in range(1, 21)]
     direct = WarehouseResource(url=pg.new_db("direct"), bulk_load_min_rows=2)
     staged = WarehouseResource(url=pg.new_db("staged"), bulk_load_min_rows=10**9)
@@ -959,6 +965,9 @@ def test_first_bulk_load_copies_straight_in_with_the_same_result(pg):
         result = wh.append_facts("fact_sales_order", frame("fact_sales_order", rows))
         assert (result.inserted, result.table_rows, result.bulk) == (20, 20, wh is direct)
     assert_frame_equal(direct.read_table("fact_sales_order"), staged.read_table("fact_sales_order"))
+    # the dimensions seeded above took the same first-load path (empty tables, >= 2 rows)
+    for dim in DIMENSION_NAMES:
+        assert_frame_equal(direct.read_table(dim), staged.read_table(dim))
     assert fetch(direct, FACT_INDEXES_QUERY) == fetch(staged, FACT_INDEXES_QUERY)
     constraints = "SELECT conname, contype, convalidated FROM pg_constraint WHERE conrelid = 'fact_sales_order'::regclass ORDER BY 1"
     assert fetch(direct, constraints) == fetch(staged, constraints)
@@ -980,3 +989,51 @@ def test_first_bulk_load_with_a_bad_key_leaves_the_table_empty_and_intact(pg):
     assert fetch(wh, FACT_INDEXES_QUERY) == indexes
     fks = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'fact_sales_order'::regclass AND contype = 'f'"
     assert fetch(wh, fks) == [(len(WAREHOUSE_TABLES["fact_sales_order"].foreign_keys),)]
+
+
+def test_checks_trust_enforced_constraints_and_count_what_is_not_enforced(pg):
+    """With every constraint in place the key, NOT NULL and FK checks pass from the catalog (naming
+    the constraint). Remove the guarantees behind the loader's back (drop the unique key, a NOT NULL
+    and a foreign key, disable another FK's triggers), store bad rows, and each check counts them."""
+    wh = WarehouseResource(url=pg.new_db("enforced"))
+    seed_dimensions(wh)
+    rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, i)) for i in range(1, 4)]
+    wh.append_facts("fact_sales_order", frame("fact_sales_order", rows))
+    spec = WAREHOUSE_TABLES["fact_sales_order"]
+    scope = Scope(["2024-11-15"])
+
+    pk, nn, fk = (
+        f(wh, spec, scope) for f in (evaluate_primary_key, evaluate_not_null, evaluate_foreign_keys)
+    )
+    assert pk.passed and pk.metadata["enforced_by"].value == "fact_sales_order_version_key"
+    assert nn.passed and nn.metadata["counted_columns"].value == "none"
+    assert fk.passed and fk.metadata["counted_columns"].value == "none"
+    assert len(fk.metadata["enforced_by"].value) == len(spec.foreign_keys)
+
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in spec.insert_columns)
+    with psycopg.connect(wh.url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE fact_sales_order DROP CONSTRAINT fact_sales_order_version_key")
+        conn.execute("ALTER TABLE fact_sales_order ALTER COLUMN units_sold DROP NOT NULL")
+        conn.execute("ALTER TABLE fact_sales_order DROP CONSTRAINT fact_sales_order_design_id_fkey")
+        conn.execute("ALTER TABLE fact_sales_order DISABLE TRIGGER ALL")  # the other FKs' triggers
+        copy_row = sql.SQL(
+            "INSERT INTO fact_sales_order ({c}) SELECT {c} FROM fact_sales_order WHERE sales_order_id = 1"
+        ).format(c=cols)
+        conn.execute(copy_row)  # a duplicate version
+        conn.execute("UPDATE fact_sales_order SET units_sold = NULL WHERE sales_order_id = 2")
+        conn.execute(
+            "UPDATE fact_sales_order SET design_id = 999, counterparty_id = 998 WHERE sales_order_id = 3"
+        )
+
+    pk, nn, fk = (
+        f(wh, spec, scope) for f in (evaluate_primary_key, evaluate_not_null, evaluate_foreign_keys)
+    )
+    assert not pk.passed and pk.metadata["duplicate_keys"].value == 1
+    assert pk.metadata["enforced_by"].value == "none (counted)"
+    assert not nn.passed and nn.metadata["null_counts"].value == {"units_sold": 1}
+    assert nn.metadata["counted_columns"].value == ["units_sold"]
+    assert not fk.passed and fk.metadata["orphans"].value == {"design_id": 1, "counterparty_id": 1}
+    assert set(fk.metadata["counted_columns"].value) == {c.name for c in spec.foreign_keys}
+    # outside the run's days nothing is counted
+    other = Scope(["2024-11-16"])
+    assert evaluate_primary_key(wh, spec, other).passed and evaluate_foreign_keys(wh, spec, other).passed

@@ -564,15 +564,20 @@ class WarehouseResource(dg.ConfigurableResource):
         with self.connect() as conn:
             try:
                 with conn.transaction():
-                    if spec.is_fact and self._locked_empty_for_bulk(conn, spec, staged.height):
-                        # First load of a fact table: COPY straight in, oldest version first (the
-                        # serial record ids follow time), no staging table, no INSERT … SELECT.
+                    if self._locked_empty_for_bulk(conn, spec, staged.height):
+                        # First load of a table: COPY straight in, no staging table, no INSERT …
+                        # SELECT. Facts go oldest version first (serial record ids follow time),
+                        # dimensions by key (the primary-key index only ever appends).
                         bulk = True
-                        self._without_constraints(conn, spec)
-                        order = list(spec.natural_key[1:]) + [spec.natural_key[0]]
+                        if spec.is_fact:
+                            self._without_constraints(conn, spec)
+                            order = [*spec.natural_key[1:], spec.natural_key[0]]
+                        else:
+                            order = [spec.primary_key]
                         self._copy(conn, sql.Identifier(spec.name), spec, staged.sort(order))
                         inserted, updated = staged.height, 0
-                        self._restore_constraints(conn, spec)
+                        if spec.is_fact:
+                            self._restore_constraints(conn, spec)
                     elif spec.is_fact:
                         self._stage(conn, spec, staged)
                         loaded = conn.execute(_drop_loaded_versions_statement(spec)).rowcount
@@ -633,8 +638,8 @@ class WarehouseResource(dg.ConfigurableResource):
                     cp.write(chunk)
 
     def _locked_empty_for_bulk(self, conn: psycopg.Connection, spec: TableSpec, rows: int) -> bool:
-        """A large load into an empty fact table; if so the table is locked and stays empty."""
-        if not spec.foreign_keys or rows < self.bulk_load_min_rows:
+        """A large load into an empty table; if so the table is locked and stays empty."""
+        if rows < self.bulk_load_min_rows:
             return False
         is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(spec.name))
         if not conn.execute(is_empty).fetchone()[0]:  # type: ignore[index]
