@@ -29,9 +29,7 @@ def source(pg) -> str:
 
 def _days_with_orders(url: str) -> list[str]:
     with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT last_updated::date FROM sales_order ORDER BY 1"
-        ).fetchall()
+        rows = conn.execute("SELECT DISTINCT last_updated::date FROM sales_order ORDER BY 1").fetchall()
     return [r[0].isoformat() for r in rows]
 
 
@@ -40,7 +38,11 @@ def test_unreachable_source_names_the_source_and_hides_the_password(tmp_path):
     lake = LakeResource(url=str(tmp_path / "lake"), s3=S3Resource())
     result = dg.materialize(
         _asset("staff"),
-        resources={"source": TotesysSource(url=url), "lake": lake, "raw_io_manager": RawLakeIOManager(lake=lake)},
+        resources={
+            "source": TotesysSource(url=url),
+            "lake": lake,
+            "raw_io_manager": RawLakeIOManager(lake=lake),
+        },
         partition_key="2024-01-02",
         raise_on_error=False,
     )
@@ -57,8 +59,9 @@ def test_missing_table_is_named(source, tmp_path, monkeypatch):
     monkeypatch.setenv("TOTESYS_LAKE_URL", str(tmp_path / "lake"))
     with psycopg.connect(source, autocommit=True) as conn:
         conn.execute('ALTER TABLE "design" RENAME TO design_old')
-    result = dg.materialize(_asset("design"), resources=build_resources(), partition_key="2024-01-02",
-                            raise_on_error=False)
+    result = dg.materialize(
+        _asset("design"), resources=build_resources(), partition_key="2024-01-02", raise_on_error=False
+    )
     assert not result.success
     assert "source table 'design' does not exist" in failure_text(result)
 
@@ -74,7 +77,9 @@ def test_changed_column_type_is_named_and_the_lake_keeps_its_objects(source, s3,
 
     with psycopg.connect(source, autocommit=True) as conn:
         conn.execute("ALTER TABLE sales_order ALTER COLUMN units_sold TYPE text")
-    result = materialize_range(_asset("sales_order"), build_resources(), days[0], days[-1], raise_on_error=False)
+    result = materialize_range(
+        _asset("sales_order"), build_resources(), days[0], days[-1], raise_on_error=False
+    )
     assert not result.success
     message = failure_text(result)
     assert "sales_order.units_sold" in message and "'text'" in message and "'integer'" in message
@@ -85,22 +90,19 @@ def test_changed_column_type_is_named_and_the_lake_keeps_its_objects(source, s3,
 
 
 class FailingPutLake(LakeResource):
-    """Injected fault: S3 accepts the first `ok_puts` writes, then fails.
+    """Injected fault: S3 accepts the write of `ok_key` and fails every other one.
 
     A network or permission failure in the middle of a multi-day write cannot be produced on
     demand against moto, so this one fault is injected; everything else is the real S3 server.
+    (Keyed rather than counted: the days of a range are written on several threads.)
     """
 
-    ok_puts: int = 1
+    ok_key: str
 
     def put(self, key: str, data: bytes) -> None:
-        if PUTS["done"] >= self.ok_puts:
+        if key != self.ok_key:
             raise LakeError(f"writing {self.uri(key)} failed: injected S3 PutObject failure")
-        PUTS["done"] += 1
         super().put(key, data)
-
-
-PUTS = {"done": 0}
 
 
 def test_s3_write_failure_fails_the_run_and_leaves_earlier_objects_intact(source, s3, monkeypatch):
@@ -113,15 +115,14 @@ def test_s3_write_failure_fails_the_run_and_leaves_earlier_objects_intact(source
     assert dg.materialize(_asset("sales_order"), resources=res, partition_key=days[0]).success
     before = s3_objects(s3.client, bucket, "totes/raw/sales_order/")
 
-    # The source changes on the first day, then a range write fails after one object.
+    # The source changes on the first day, then a range write fails on every other day.
     with psycopg.connect(source, autocommit=True) as conn:
         conn.execute(
             "UPDATE sales_order SET units_sold = units_sold + 5, last_updated = last_updated + interval '1 second' "
             "WHERE last_updated::date = %s::date",
             (days[0],),
         )
-    PUTS["done"] = 0
-    flaky = FailingPutLake(url=lake_url, s3=S3Resource(), ok_puts=1)
+    flaky = FailingPutLake(url=lake_url, s3=S3Resource(), ok_key=f"raw/sales_order/{days[0]}.parquet")
     res = {"source": TotesysSource(url=source), "lake": flaky, "raw_io_manager": RawLakeIOManager(lake=flaky)}
     result = materialize_range(_asset("sales_order"), res, days[0], days[-1], raise_on_error=False)
     assert not result.success

@@ -6,7 +6,6 @@ Dagster IO manager of the raw assets on top of it. S3 access goes through dagste
 `AWS_ENDPOINT_URL_S3`) works against AWS S3, MinIO or moto alike.
 """
 
-
 import io
 import os
 import tempfile
@@ -23,6 +22,7 @@ from pydantic import Field, PrivateAttr
 from totesys_assets.specs import LAST_UPDATED, SOURCE_TABLES, TableSpec
 
 READ_THREADS = 16
+WRITE_THREADS = 4
 
 
 class LakeError(RuntimeError):
@@ -35,10 +35,14 @@ def frame_to_parquet(frame: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def parquet_to_frame(data: bytes, spec: TableSpec | None = None, columns: list[str] | None = None) -> pl.DataFrame:
+def parquet_to_frame(
+    data: bytes, spec: TableSpec | None = None, columns: list[str] | None = None
+) -> pl.DataFrame:
     frame = pl.read_parquet(io.BytesIO(data), columns=columns)
     if spec is not None:
-        expected = spec.polars_schema if columns is None else pl.Schema({c: spec.polars_schema[c] for c in columns})
+        expected = (
+            spec.polars_schema if columns is None else pl.Schema({c: spec.polars_schema[c] for c in columns})
+        )
         if frame.schema != expected:
             raise LakeError(
                 f"lake object for {spec.name!r} has schema {dict(frame.schema)}, expected {dict(expected)}"
@@ -166,7 +170,9 @@ class LakeResource(dg.ConfigurableResource):
     # --- raw tables -----------------------------------------------------------------------------
     def raw_days(self, table: str) -> list[str]:
         """The days for which the lake holds an object of a raw table."""
-        return [k.rsplit("/", 1)[1].removesuffix(".parquet") for k in self.list_keys(self.key("raw", table, ""))]
+        return [
+            k.rsplit("/", 1)[1].removesuffix(".parquet") for k in self.list_keys(self.key("raw", table, ""))
+        ]
 
     def read_raw(
         self, table: str, days: Iterable[str] | None = None, columns: list[str] | None = None
@@ -258,16 +264,22 @@ class RawLakeIOManager(dg.ConfigurableIOManager):
         existing = {
             day: parquet_to_frame(b, spec)
             for day, b in zip(
-                sorted(present), self.lake.get_many(self.lake.raw_key(spec.name, d) for d in sorted(present)).values(),
+                sorted(present),
+                self.lake.get_many(self.lake.raw_key(spec.name, d) for d in sorted(present)).values(),
                 strict=True,
             )
             if b is not None
         }
-        new_versions = written = 0
-        for day in days:
-            added = self.lake.write_raw_day(spec.name, day, obj[day], existing.get(day))
-            new_versions += added
-            written += 1 if added else 0
+
+        # Days are independent objects: merge, encode and write them on a few threads (Polars and
+        # the file or S3 writes release the GIL). Each object is still written atomically.
+        def write(day: str) -> int:
+            return self.lake.write_raw_day(spec.name, day, obj[day], existing.get(day))
+
+        with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(days)))) as pool:
+            added_per_day = list(pool.map(write, days))
+        new_versions = sum(added_per_day)
+        written = sum(1 for added in added_per_day if added)
         # Dagster stamps this metadata on every partition of the run, so it describes the run's
         # write as a whole; per-day row counts are added by the asset itself.
         context.add_output_metadata(
