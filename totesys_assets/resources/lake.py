@@ -167,6 +167,15 @@ class LakeResource(dg.ConfigurableResource):
         with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(keys))) as pool:
             return dict(zip(keys, pool.map(self.get, keys), strict=True))
 
+    def put_frames(self, frames: dict[str, pl.DataFrame]) -> None:
+        """Write many frames as Parquet objects (key -> frame) on a few threads, each atomically."""
+
+        def put(item: tuple[str, pl.DataFrame]) -> None:
+            self.put(item[0], frame_to_parquet(item[1]))
+
+        with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(frames)))) as pool:
+            list(pool.map(put, frames.items()))
+
     # --- raw tables -----------------------------------------------------------------------------
     def raw_days(self, table: str) -> list[str]:
         """The days for which the lake holds an object of a raw table."""

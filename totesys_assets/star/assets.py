@@ -174,7 +174,9 @@ def _load_dimension(
         existing = lake.get(key)
         if existing is not None:
             old = pl.read_parquet(io.BytesIO(existing))
-            processed = pl.concat([old.join(frame, on=spec.primary_key, how="anti"), frame]).sort(spec.primary_key)
+            processed = pl.concat([old.join(frame, on=spec.primary_key, how="anti"), frame]).sort(
+                spec.primary_key
+            )
     lake.put(key, frame_to_parquet(processed))
     context.log.info(f"{spec.name} ({'full' if window.full else 'incremental'}): {result}")
     metadata = {**_materialize_metadata(result, spec, lake.uri(key), frame), **window.metadata(watermark)}
@@ -203,7 +205,9 @@ def dim_date(
     facts = [f.transform(frame) for f, (frame, _) in zip(FACTS, changes, strict=True)]
     start, end = transforms.dim_date_range(facts, date.today())
     if not window.full:
-        have = warehouse.fetch_one_dict(sql.SQL("SELECT min(date_id) AS lo, max(date_id) AS hi FROM dim_date"))
+        have = warehouse.fetch_one_dict(
+            sql.SQL("SELECT min(date_id) AS lo, max(date_id) AS hi FROM dim_date")
+        )
         start = min(start, have["lo"] or start)
         end = max(end, have["hi"] or end)
     frame = transforms.dim_date(start, end)
@@ -231,8 +235,12 @@ def build_fact_asset(table: StarTable) -> dg.AssetsDefinition:
         result = warehouse.append_facts(spec.name, frame)
         days = context.partition_keys
         by_day = frame.partition_by("last_updated_date", as_dict=True) if frame.height else {}
-        for (day,), part in by_day.items():
-            lake.put(lake.key("star", spec.name, f"{day.isoformat()}.parquet"), frame_to_parquet(part))
+        lake.put_frames(
+            {
+                lake.key("star", spec.name, f"{day.isoformat()}.parquet"): part
+                for (day,), part in by_day.items()
+            }
+        )
         context.log.info(f"{spec.name} {days[0]}..{days[-1]}: {result}")
         return dg.MaterializeResult(
             metadata=_materialize_metadata(result, spec, lake.uri(lake.key("star", spec.name)), frame)
