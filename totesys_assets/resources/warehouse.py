@@ -18,6 +18,9 @@ transaction and add them back before COMMIT: PostgreSQL then validates every row
 join instead of one trigger query per row per key (about 6x faster for a first backfill), and builds
 each index with one sort instead of a random b-tree insert per row. The table is locked for the
 load, the constraints are re-validated before commit, and a failure restores them with the rollback.
+A large first load into an empty table skips staging altogether: the sorted Arrow frame goes in by
+ADBC's binary COPY (about twice as fast as CSV), in one transaction on an ADBC connection, with
+the same constraint handling and the same error messages (ADBC's diagnostics are mapped).
 
 CSV keeps NULL and the empty string apart (NULL is an unquoted empty field, Polars quotes an empty
 string as ""), money travels as exact decimal text, times keep their fractions.
@@ -245,6 +248,54 @@ def _append_statement(spec: TableSpec, *, on_conflict: bool = True) -> sql.Compo
         stage=sql.Identifier(_stage_name(spec)),
         order=_idents([updated_date, updated_time, natural_id]),
     )
+
+
+def _bulk_drop_statements(spec: TableSpec) -> list[sql.Composable]:
+    """Lock a fact table and drop its foreign keys and version indexes (bulk loads)."""
+    table = sql.Identifier(spec.name)
+    out: list[sql.Composable] = [sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table)]
+    out += [
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
+            table, sql.Identifier(f"{spec.name}_{c.name}_fkey")
+        )
+        for c in spec.foreign_keys
+    ]
+    return out + version_index_statements(spec)[0]
+
+
+def _bulk_restore_statements(spec: TableSpec) -> list[sql.Composable]:
+    """Build the version indexes (one sort each) and re-validate the foreign keys set-based."""
+    memory = sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(BULK_MAINTENANCE_WORK_MEM))
+    return [memory, *version_index_statements(spec)[1], *foreign_key_statements(spec, source_style=False)]
+
+
+class _AdbcDiagnostics:
+    """An ADBC error seen through psycopg's `Error.diag` interface, for `_load_error`."""
+
+    FIELDS = {
+        "table_name": "PG_DIAG_TABLE_NAME",
+        "column_name": "PG_DIAG_COLUMN_NAME",
+        "constraint_name": "PG_DIAG_CONSTRAINT_NAME",
+        "message_detail": "PG_DIAG_MESSAGE_DETAIL",
+        "message_primary": "PG_DIAG_MESSAGE_PRIMARY",
+        "context": "PG_DIAG_CONTEXT",
+    }
+
+    def __init__(self, exc: adbc_driver_manager.Error) -> None:
+        details = {
+            (k.decode() if isinstance(k, bytes) else k): (
+                v.decode(errors="replace") if isinstance(v, bytes) else v
+            )
+            for k, v in (exc.details or [])
+        }
+        self.diag = self
+        self.sqlstate = exc.sqlstate
+        for attr, key in self.FIELDS.items():
+            setattr(self, attr, details.get(key))
+        self._text = str(exc)
+
+    def __str__(self) -> str:
+        return self._text
 
 
 def _expected_pg_type(col_kind: Kind, pg_type: str) -> str:
@@ -561,33 +612,26 @@ class WarehouseResource(dg.ConfigurableResource):
         before_commit: Callable[[psycopg.Connection], None] | None,
         started: float,
     ) -> LoadResult:
+        # (the test-only fault hook takes a psycopg connection, so it always runs the staged path)
+        if before_commit is None and staged.height >= self.bulk_load_min_rows:
+            first_load = self._first_load(spec, staged, started)
+            if first_load is not None:
+                return first_load
         with self.connect() as conn:
             try:
                 with conn.transaction():
-                    if self._locked_empty_for_bulk(conn, spec, staged.height):
-                        # First load of a table: COPY straight in, no staging table, no INSERT …
-                        # SELECT. Facts go oldest version first (serial record ids follow time),
-                        # dimensions by key (the primary-key index only ever appends).
-                        bulk = True
-                        if spec.is_fact:
-                            self._without_constraints(conn, spec)
-                            order = [*spec.natural_key[1:], spec.natural_key[0]]
-                        else:
-                            order = [spec.primary_key]
-                        self._copy(conn, sql.Identifier(spec.name), spec, staged.sort(order))
-                        inserted, updated = staged.height, 0
-                        if spec.is_fact:
-                            self._restore_constraints(conn, spec)
-                    elif spec.is_fact:
+                    if spec.is_fact:
                         self._stage(conn, spec, staged)
                         loaded = conn.execute(_drop_loaded_versions_statement(spec)).rowcount
                         bulk = self._use_bulk_path(conn, spec, staged.height - loaded)
                         if bulk:
-                            self._without_constraints(conn, spec)
+                            for statement in _bulk_drop_statements(spec):
+                                conn.execute(statement)
                         cur = conn.execute(_append_statement(spec, on_conflict=not bulk))
                         inserted, updated = cur.rowcount, 0
                         if bulk:
-                            self._restore_constraints(conn, spec)
+                            for statement in _bulk_restore_statements(spec):
+                                conn.execute(statement)
                     else:
                         bulk = False
                         self._stage(conn, spec, staged)
@@ -637,32 +681,64 @@ class WarehouseResource(dg.ConfigurableResource):
                 for chunk in _csv_chunks(frame):
                     cp.write(chunk)
 
-    def _locked_empty_for_bulk(self, conn: psycopg.Connection, spec: TableSpec, rows: int) -> bool:
-        """A large load into an empty table; if so the table is locked and stays empty."""
-        if rows < self.bulk_load_min_rows:
-            return False
-        is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(spec.name))
-        if not conn.execute(is_empty).fetchone()[0]:  # type: ignore[index]
-            return False
-        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(spec.name)))
-        return bool(conn.execute(is_empty).fetchone()[0])  # type: ignore[index]
+    def _first_load(self, spec: TableSpec, staged: pl.DataFrame, started: float) -> LoadResult | None:
+        """A large load into an empty table, over ADBC: binary COPY of the Arrow frame straight into
+        the table (no staging, no INSERT … SELECT), in one transaction. None if the table is not
+        empty (checked again under the exclusive lock); the caller then takes the staged path.
 
-    def _without_constraints(self, conn: psycopg.Connection, spec: TableSpec) -> None:
-        """Lock the fact table and drop its foreign keys and version indexes (bulk loads)."""
-        self._drop_foreign_keys(conn, spec)
-        drop_indexes, _ = version_index_statements(spec)
-        for statement in drop_indexes:
-            conn.execute(statement)
+        Facts go oldest version first (serial record ids follow time) with their foreign keys and
+        version indexes dropped and rebuilt before COMMIT; dimensions go in key order.
+        """
+        url = self.resolved_url()
+        table = sql.Identifier(spec.name)
+        is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table).as_string()
+        order = [*spec.natural_key[1:], spec.natural_key[0]] if spec.is_fact else [spec.primary_key]
+        try:
+            conn = adbc.connect(url)
+        except adbc_driver_manager.Error as exc:
+            raise WarehouseConnectionError(
+                f"cannot connect to the warehouse at {safe_url(url)}: {_secret_free(str(exc).strip(), url)}"
+            ) from None
+        with conn, conn.cursor() as cur:
 
-    @staticmethod
-    def _restore_constraints(conn: psycopg.Connection, spec: TableSpec) -> None:
-        """Build the version indexes (one sort each) and re-validate the foreign keys set-based."""
-        conn.execute(
-            sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(BULK_MAINTENANCE_WORK_MEM))
+            def execute(statement: sql.Composable | str) -> Any:
+                cur.execute(statement if isinstance(statement, str) else statement.as_string())
+                return cur.fetchone() if cur.description else None
+
+            try:
+                if not execute(is_empty)[0]:
+                    conn.rollback()
+                    return None
+                execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
+                if not execute(is_empty)[0]:
+                    conn.rollback()
+                    return None
+                if spec.is_fact:
+                    for statement in _bulk_drop_statements(spec):
+                        execute(statement)
+                arrow = staged.sort(order).select(spec.insert_columns).to_arrow()
+                cur.adbc_ingest(spec.name, arrow, mode="append")
+                if spec.is_fact:
+                    for statement in _bulk_restore_statements(spec):
+                        execute(statement)
+                table_rows = int(execute(sql.SQL("SELECT count(*) FROM {}").format(table))[0])
+                conn.commit()
+            except adbc_driver_manager.Error as exc:
+                conn.rollback()
+                if exc.sqlstate and exc.sqlstate[:2] in ("22", "23"):
+                    raise _load_error(spec, staged, _AdbcDiagnostics(exc)) from exc  # type: ignore[arg-type]
+                raise
+        return LoadResult(
+            table=spec.name,
+            is_fact=spec.is_fact,
+            rows=staged.height,
+            inserted=staged.height,
+            updated=0,
+            unchanged=0,
+            table_rows=table_rows,
+            seconds=time.perf_counter() - started,
+            bulk=True,
         )
-        _, create_indexes = version_index_statements(spec)
-        for statement in [*create_indexes, *foreign_key_statements(spec, source_style=False)]:
-            conn.execute(statement)
 
     def _use_bulk_path(self, conn: psycopg.Connection, spec: TableSpec, rows: int) -> bool:
         """Set-based FK validation pays when the new rows are many and at least a tenth of the table."""
@@ -672,16 +748,6 @@ class WarehouseResource(dg.ConfigurableResource):
             sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(spec.name))
         ).fetchone()
         return rows * 10 >= existing[0]  # type: ignore[index]
-
-    @staticmethod
-    def _drop_foreign_keys(conn: psycopg.Connection, spec: TableSpec) -> None:
-        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(spec.name)))
-        for col in spec.foreign_keys:
-            conn.execute(
-                sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
-                    sql.Identifier(spec.name), sql.Identifier(f"{spec.name}_{col.name}_fkey")
-                )
-            )
 
     # -- reads (asset checks, tests) -----------------------------------------------------------
 
