@@ -402,6 +402,22 @@ def test_dim_date_range_rule(star, oltp):
     assert T.dim_date_range(empty, SNAPSHOT_DAY) == (dt.date(2022, 11, 1), dt.date(2025, 11, 15))
 
 
+def test_dim_date_range_from_the_raw_date_columns_matches_the_facts(star, oltp):
+    """dim_date's range from the raw date columns alone equals the range of the built facts."""
+    sources = [(WAREHOUSE_TABLES[n].source_table, n) for n in T.FACT_TRANSFORMS]
+    raw = [(t, oltp[t].select(T.source_date_columns(t))) for t, _ in sources]
+    facts = [star[n] for _, n in sources]
+    for today in (SNAPSHOT_DAY, dt.date(2022, 1, 1)):
+        assert T.dim_date_range_from_sources(raw, today) == T.dim_date_range(facts, today)
+    early = rows(oltp["sales_order"], "sales_order_id", 2).with_columns(
+        agreed_payment_date=pl.lit("2021-06-30")
+    )
+    assert T.dim_date_range_from_sources([("sales_order", early)], SNAPSHOT_DAY) == T.dim_date_range(
+        [T.fact_sales_order(early)], SNAPSHOT_DAY
+    )
+    assert T.source_date_columns("payment") == ["created_at", "last_updated", "payment_date"]
+
+
 def test_dim_date_covers_every_fact_date(star):
     calendar = star["dim_date"]
     assert calendar.height == (dt.date(2025, 11, 15) - dt.date(2022, 11, 1)).days + 1

@@ -191,8 +191,11 @@ class LakeResource(dg.ConfigurableResource):
         wanted = present if days is None else present.intersection(days)
         return self._read_raw_keys(table, [self.raw_key(table, d) for d in sorted(wanted)], columns)
 
-    def read_raw_changes(self, table: str, since: datetime | None) -> tuple[pl.DataFrame, datetime | None]:
-        """Row versions in the day objects written at or after `since` (all when None).
+    def read_raw_changes(
+        self, table: str, since: datetime | None, columns: list[str] | None = None
+    ) -> tuple[pl.DataFrame, datetime | None]:
+        """Row versions in the day objects written at or after `since` (all when None), optionally
+        only some columns.
 
         Returns the frame and the newest last-modified time seen: the watermark for the next
         call. `>=` because object stores keep whole-second times; re-reading is harmless.
@@ -200,7 +203,7 @@ class LakeResource(dg.ConfigurableResource):
         objects = self.list_objects(self.key("raw", table, ""))
         changed = sorted(k for k, modified in objects.items() if since is None or modified >= since)
         watermark = max(objects.values(), default=since)
-        return self._read_raw_keys(table, changed), watermark
+        return self._read_raw_keys(table, changed, columns), watermark
 
     def _read_raw_keys(self, table: str, keys: list[str], columns: list[str] | None = None) -> pl.DataFrame:
         spec = SOURCE_TABLES[table]

@@ -201,9 +201,10 @@ def dim_date(
     and every day already in the warehouse is kept.
     """
     window = load_window(context, config)
-    changes = [lake.read_raw_changes(f.sources[0], window.since) for f in FACTS]
-    facts = [f.transform(frame) for f, (frame, _) in zip(FACTS, changes, strict=True)]
-    start, end = transforms.dim_date_range(facts, date.today())
+    tables = [f.sources[0] for f in FACTS]
+    changes = [lake.read_raw_changes(t, window.since, transforms.source_date_columns(t)) for t in tables]
+    raw = zip(tables, (frame for frame, _ in changes), strict=True)
+    start, end = transforms.dim_date_range_from_sources(raw, date.today())
     if not window.full:
         have = warehouse.fetch_one_dict(
             sql.SQL("SELECT min(date_id) AS lo, max(date_id) AS hi FROM dim_date")

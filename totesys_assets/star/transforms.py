@@ -211,6 +211,31 @@ def dim_date_range(fact_frames: Iterable[pl.DataFrame], today: date) -> tuple[da
     return start, end
 
 
+def source_date_columns(table: str) -> list[str]:
+    """The raw columns a fact's dates come from: its timestamps and its YYYY-MM-DD text dates."""
+    return [c.name for c in SOURCE_TABLES[table].columns if c.kind in (Kind.TIMESTAMP, Kind.DATE_TEXT)]
+
+
+def dim_date_range_from_sources(raw: Iterable[tuple[str, pl.DataFrame]], today: date) -> tuple[date, date]:
+    """`dim_date_range` of the facts built from these raw frames, without building the facts.
+
+    Reads only the date columns (`source_date_columns`). Covers every date those facts reference:
+    a fact keeps a subset of the row versions and takes its dates from exactly these columns.
+    A text date that does not parse is skipped here; the fact transform rejects it with its row.
+    """
+    frames = []
+    for table, frame in raw:
+        exprs = [
+            pl.col(c.name).str.to_date(ISO_DATE_FORMAT, strict=False)
+            if c.kind is Kind.DATE_TEXT
+            else pl.col(c.name).dt.date()
+            for c in SOURCE_TABLES[table].columns
+            if c.name in source_date_columns(table)
+        ]
+        frames.append(frame.select(exprs))
+    return dim_date_range(frames, today)
+
+
 # --- facts ---------------------------------------------------------------------------------------
 
 _FACT_RENAMES: dict[str, dict[str, str]] = {"fact_sales_order": {"staff_id": "sales_staff_id"}}
