@@ -12,11 +12,14 @@ it with `python -m totesys_assets.embedded stop`.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import functools
 import logging
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 
 SOURCE_DB = "totesys"
 WAREHOUSE_DB = "warehouse"
+# pgserver gives `pg_ctl start` 10 s; on a loaded 2-core machine (dagster dev starting its webserver,
+# daemon and code server at once) a first start can take longer. We keep retrying until this deadline.
+START_TIMEOUT_S = 120.0
 
 
 @contextlib.contextmanager
@@ -43,10 +49,30 @@ def _locked(home: Path) -> Iterator[None]:
 
 
 def _server_uri(home: Path) -> str:
-    import pgserver
+    """Start (or reuse) the cluster, retrying a start that pgserver gave up on too early.
 
-    server = pgserver.get_server(home / "pg", cleanup_mode=None)
-    return server.get_uri()
+    When `pg_ctl start` outlives pgserver's 10 s timeout the postmaster keeps starting, but pgserver
+    raises and leaves a half-made handle in its per-process cache. We drop that handle and ask
+    again: the next attempt finds the postmaster and waits for it to be ready.
+    """
+    import pgserver
+    from pgserver.postgres_server import PostgresServer
+
+    pgdata = (home / "pg").resolve()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            return pgserver.get_server(pgdata, cleanup_mode=None).get_uri()
+        except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+            stale = PostgresServer._instances.pop(pgdata, None)
+            if stale is not None:
+                atexit.unregister(stale._cleanup)
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"the embedded PostgreSQL in {pgdata} did not start within {START_TIMEOUT_S:.0f} s: {exc!r}"
+                ) from exc
+            log.warning("the embedded PostgreSQL in %s is not ready yet (%r); retrying", pgdata, exc)
+            time.sleep(1.0)
 
 
 def _db_uri(base_uri: str, dbname: str) -> str:

@@ -34,7 +34,7 @@ AUTOMATION_QUERY = json.dumps(
     {
         "query": """{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError {
             ... on RepositoryLocation { repositories { name
-              sensors { name sensorState { status ticks(limit: 5) { status error { message } } } }
+              sensors { name sensorState { status ticks(limit: 5) { status error { message stack causes { message stack } } } } }
               schedules { name scheduleState { status } } } } } } } } }"""
     }
 ).encode()
