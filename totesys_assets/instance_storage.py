@@ -20,6 +20,14 @@ one multi-row INSERT and one asset-key update per asset, exactly what dagster-po
 batch of materialisations; the event rows, their partitions and storage ids are the same, so
 Dagster's in-progress and failed-partition tracking (which reads them) is unchanged.
 
+Both kinds of batch are inserted with SQLAlchemy's "insertmanyvalues" (the INSERT compiled once, the
+rows sent in multi-row pages, ids returned in row order) instead of dagster-postgres' one
+`insert().values([...1000 rows...])` statement, which SQLAlchemy compiles afresh for every batch:
+on a 744-day range run that compilation alone took ~1 s per asset group. Planned asset-check
+evaluations of a partitioned check (one row per planned partition) are stored the same way, with
+the event serialised once rather than once per partition (~2.8 s for the 12 fact checks of a
+744-day run). The rows are the same; only the client-side cost changes.
+
 It also turns on Dagster's event batching (`DAGSTER_EVENT_BATCH_SIZE`, read by Dagster at each event,
 default off) in every process that builds such an instance, unless the variable is already set: a
 range run's per-partition materialisations are then stored with one INSERT per batch, which
@@ -34,8 +42,9 @@ from typing import Any
 
 from dagster._core.event_api import EventLogEntry
 from dagster._core.events import DagsterEventType
-from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
-from dagster._serdes import ConfigurableClassData
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
+from dagster._serdes import ConfigurableClassData, serialize_value
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.utils import (
     create_pg_engine,
@@ -45,6 +54,11 @@ from dagster_postgres.utils import (
 
 EVENT_BATCH_SIZE = "1000"
 PLANNED = DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+# Batches dagster-postgres stores as one INSERT ... RETURNING id plus an update of the asset's row.
+BATCHED_KINDS = (
+    {DagsterEventType.ASSET_MATERIALIZATION},
+    {DagsterEventType.ASSET_OBSERVATION},
+)
 POOL_SIZE = 1
 MAX_OVERFLOW = 4
 POOL_RECYCLE_S = 3600
@@ -80,23 +94,61 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
             token_provider=get_token_provider_from_config(config_value),
         )
 
+    def _insert_events(self, events: Sequence[EventLogEntry]) -> list[int]:
+        """Insert event rows in one executemany; their storage ids, in the events' order."""
+        rows = [self._event_to_row(event) for event in events]
+        insert = SqlEventLogStorageTable.insert().returning(
+            SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
+        )
+        with self._connect() as conn:
+            event_ids = [int(row[0]) for row in conn.execute(insert, rows).fetchall()]
+        if len(event_ids) != len(rows):
+            raise RuntimeError(f"stored {len(rows)} events but got {len(event_ids)} storage ids back")
+        return event_ids
+
+    def _store_batch(self, events: Sequence[EventLogEntry], latest_per_asset: bool) -> None:
+        """dagster-postgres' batch write: rows, asset-event tags, then each asset's latest event."""
+        event_ids = self._insert_events(events)
+        latest = {}
+        for event, event_id in zip(events, event_ids, strict=True):
+            latest[event.get_dagster_event().asset_key if latest_per_asset else None] = (event, event_id)
+        with self.index_transaction() as conn:
+            self._store_asset_event_tags(conn, events, event_ids)
+            for event, event_id in latest.values():
+                self._store_asset_event(conn, event, event_id)
+
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         planned = [e for e in events if e.dagster_event_type == PLANNED]
         rest = [e for e in events if e.dagster_event_type != PLANNED]
         if planned:
-            insert = self.prepare_insert_event_batch(planned)
-            with self._connect() as conn:
-                result = conn.execute(insert.returning(SqlEventLogStorageTable.c.id))
-                event_ids = [int(row[0]) for row in result.fetchall()]
-            latest_by_asset = {}
-            for event, event_id in zip(planned, event_ids, strict=True):
-                latest_by_asset[event.get_dagster_event().asset_key] = (event, event_id)
-            with self.index_transaction() as conn:
-                self._store_asset_event_tags(conn, planned, event_ids)
-                for event, event_id in latest_by_asset.values():
-                    self._store_asset_event(conn, event, event_id)
-        if rest:
+            self._store_batch(planned, latest_per_asset=True)
+        if not rest:
+            return
+        rest = [e for e in rest if not e.get_dagster_event().is_asset_failed_to_materialize]
+        kinds = {e.get_dagster_event().event_type for e in rest}
+        if rest and kinds in BATCHED_KINDS:
+            # As dagster-postgres does: only the batch's last event updates the asset's row.
+            self._store_batch(rest, latest_per_asset=False)
+        elif rest:
             super().store_event_batch(rest)
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        planned = event.get_dagster_event().event_specific_data
+        subset = getattr(planned, "partitions_subset", None)
+        partition_keys = subset.get_partition_keys() if subset else [None]
+        common = dict(
+            asset_key=planned.asset_key.to_string(),  # type: ignore[union-attr]
+            check_name=planned.check_name,  # type: ignore[union-attr]
+            run_id=event.run_id,
+            execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+            evaluation_event=serialize_value(event),
+            evaluation_event_timestamp=self._event_insert_timestamp(event),
+            evaluation_event_storage_id=event_id,
+        )
+        with self.index_connection() as conn:
+            conn.execute(
+                AssetCheckExecutionsTable.insert(), [{**common, "partition": p} for p in partition_keys]
+            )
 
     def dispose(self) -> None:
         super().dispose()

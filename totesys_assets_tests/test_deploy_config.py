@@ -405,6 +405,101 @@ def test_pooled_event_log_marks_a_failed_range_run_partitions_failed(tmp_path, p
         instance.dispose()
 
 
+@dg.asset(partitions_def=_daily, backfill_policy=dg.BackfillPolicy.single_run())
+def versioned_daily_asset(context) -> dg.MaterializeResult:
+    for i, day in enumerate(context.partition_keys):
+        context.add_asset_metadata({"day_number": i}, partition_key=day)
+    return dg.MaterializeResult(data_version=dg.DataVersion("v1"))
+
+
+@dg.asset_check(asset=versioned_daily_asset, blocking=True)
+def versioned_daily_asset_ok() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)
+
+
+def _sorted_rows(rows) -> list[tuple]:
+    """Rows in a stable order although some columns hold NULL."""
+    return sorted(rows, key=lambda r: tuple("" if v is None else str(v) for v in r))
+
+
+def _stored_rows(url: str) -> dict[str, object]:
+    """What a storage wrote for one run, without ids and timestamps, plus the id links between tables."""
+    with psycopg.connect(url) as conn:
+        q = conn.execute
+        events = _sorted_rows(
+            q(
+                "SELECT dagster_event_type, asset_key, partition FROM event_logs WHERE dagster_event_type IS NOT NULL"
+            )
+        )
+        # Every indexed tag points at the materialisation of its own partition (ids in event order).
+        tag_links = q(
+            "SELECT count(*), count(*) FILTER (WHERE e.dagster_event_type = 'ASSET_MATERIALIZATION' "
+            "AND e.event::jsonb #>> '{dagster_event,event_specific_data,materialization,partition}' = e.partition) "
+            "FROM asset_event_tags t JOIN event_logs e ON e.id = t.event_id"
+        ).fetchone()
+        tags = _sorted_rows(q("SELECT asset_key, key, value FROM asset_event_tags"))
+        # The asset row names the newest materialisation, and it is the last day's.
+        latest = q(
+            "SELECT e.partition FROM asset_keys k JOIN event_logs e ON e.id = (k.last_materialization::jsonb ->> 'storage_id')::int"
+        ).fetchall()
+        checks = _sorted_rows(
+            q("SELECT asset_key, check_name, partition, execution_status FROM asset_check_executions")
+        )
+        check_links = q(
+            "SELECT count(*) FILTER (WHERE e.dagster_event_type = 'ASSET_CHECK_EVALUATION_PLANNED') "
+            "FROM asset_check_executions c JOIN event_logs e ON e.id = c.evaluation_event_storage_id"
+        ).fetchone()
+    return {"events": events, "tag_links": tag_links, "tags": tags, "latest": latest, "checks": checks,
+            "check_links": check_links}  # fmt: skip
+
+
+def test_pooled_event_log_stores_the_same_rows_as_the_stock_storage(tmp_path, pg, monkeypatch):
+    """The batched writes (planned and materialisation events by executemany, planned check rows
+    from one serialised event) store exactly what dagster-postgres stores, with the same links."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    tags = {
+        "dagster/asset_partition_range_start": "2024-01-01",
+        "dagster/asset_partition_range_end": "2024-02-29",
+    }
+    stored = {}
+    for name in ("stock", "pooled"):
+        url = pg.new_db(f"dagster_same_{name}")
+        home = tmp_path / name
+        home.mkdir()
+        if name == "stock":
+            (home / "dagster.yaml").write_text(
+                f"storage:\n  postgres:\n    postgres_url: '{_psycopg2_url(url)}'\n"
+            )
+        else:
+            monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(url))
+            home = _home_with(home, "dagster.local.yaml")
+        instance = dg.DagsterInstance.from_config(str(home))
+        try:
+            expected = PostgresEventLogStorage if name == "stock" else PooledPostgresEventLogStorage
+            assert type(instance.event_log_storage) is expected
+            result = dg.materialize(
+                [versioned_daily_asset, versioned_daily_asset_ok], instance=instance, tags=tags
+            )
+            assert result.success
+            records = instance.fetch_materializations(dg.AssetKey("versioned_daily_asset"), limit=100).records
+            assert len(records) == 60
+            days = _daily.get_partition_keys()
+            for r in records:  # each storage id holds its own partition's event
+                assert r.asset_materialization.metadata["day_number"].value == days.index(r.partition_key)
+        finally:
+            instance.dispose()
+        stored[name] = _stored_rows(url)
+
+    stock, pooled = stored["stock"], stored["pooled"]
+    assert len(pooled["events"]) == len(stock["events"]) >= 2 * 60
+    assert pooled == stock
+    assert stock["tag_links"][0] > 0 and stock["tag_links"][0] == stock["tag_links"][1]
+    assert stock["latest"] == [("2024-02-29",)]
+    assert stock["check_links"] == (60,)
+    # one planned row per day of the range (Dagster records the unpartitioned result beside them)
+    assert {row[2] for row in stock["checks"] if row[3] == "PLANNED"} == set(_daily.get_partition_keys())
+
+
 def test_pooled_event_log_respects_an_explicit_batch_size(tmp_path, pg, monkeypatch):
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
     monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(pg.new_db("dagster_nobatch")))
