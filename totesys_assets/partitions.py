@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
+from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
 
 from totesys_assets.settings import partitions_start_date
 
@@ -11,3 +15,33 @@ from totesys_assets.settings import partitions_start_date
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=partitions_start_date(), end_offset=1, timezone="UTC", fmt="%Y-%m-%d"
 )
+
+
+def add_partition_metadata(
+    context: dg.AssetExecutionContext, by_partition: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Per-partition asset metadata of a range run (each day its own row count, say), in one step.
+
+    `context.add_asset_metadata(..., partition_key=day)` re-lists the run's partition range and
+    copies all the metadata added so far on every call, so a 744-day run pays 744² of both: 2.1 s of
+    an 11-asset history backfill (py-spy), whatever the data volume. With Dagster's metadata
+    accumulator (1.13, pinned) this checks the keys once and adds every day in one merge; it
+    falls back to the public call if that internal ever changes shape.
+    """
+    step = context.get_step_execution_context()
+    accumulator = getattr(step, "_metadata_accumulator", None)
+    if not isinstance(accumulator, OutputMetadataAccumulator):
+        for key, metadata in by_partition.items():
+            context.add_asset_metadata(dict(metadata), partition_key=key)
+        return
+    unknown = sorted(set(by_partition) - set(context.partition_keys))
+    if unknown:
+        raise dg.DagsterInvariantViolationError(
+            f"{context.asset_key.to_user_string()}: metadata for partitions this run does not target: "
+            f"{unknown[:5]}"
+        )
+    merged = dict(accumulator.per_output_metadata)
+    for key, metadata in by_partition.items():
+        handle = AssetMetadataHandle(asset_key=context.asset_key, partition_key=key)
+        merged[handle] = {**merged.get(handle, {}), **metadata}
+    step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=merged)  # noqa: SLF001

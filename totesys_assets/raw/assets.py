@@ -1,10 +1,9 @@
 """The 11 `raw/<table>` assets, built by one factory from the source table specs."""
 
-
 import dagster as dg
 import polars as pl
 
-from totesys_assets.partitions import daily_partitions
+from totesys_assets.partitions import add_partition_metadata, daily_partitions
 from totesys_assets.resources.lake import split_by_day
 from totesys_assets.resources.source import TotesysSource
 from totesys_assets.specs import SOURCE_TABLES, TableSpec
@@ -58,15 +57,15 @@ def build_raw_asset(spec: TableSpec) -> dg.AssetsDefinition:
         frame = source.extract(spec, window.start, window.end)
         days = context.partition_keys
         context.log.info(
-            f"extracted {frame.height} {spec.name} row versions for {len(days)} day(s) "
-            f"{days[0]}..{days[-1]}"
+            f"extracted {frame.height} {spec.name} row versions for {len(days)} day(s) {days[0]}..{days[-1]}"
         )
         by_day = split_by_day(frame, days)
         # Each partition gets its own row count (a range run must not stamp every day with the
         # whole range's number). The data version covers the run's extract: `dg.Output` takes one
         # version for all partitions of a run.
-        for day, part in by_day.items():
-            context.add_asset_metadata({"dagster/row_count": part.height}, partition_key=day)
+        add_partition_metadata(
+            context, {day: {"dagster/row_count": part.height} for day, part in by_day.items()}
+        )
         return dg.Output(by_day, data_version=versions_fingerprint(spec, frame))
 
     return _raw
