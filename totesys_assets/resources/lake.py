@@ -160,12 +160,24 @@ class LakeResource(dg.ConfigurableResource):
         """Keys (relative to the lake root) under a prefix, sorted."""
         return sorted(self.list_objects(prefix))
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+    def get_frames(
+        self, keys: Iterable[str], spec: TableSpec, columns: list[str] | None = None
+    ) -> dict[str, pl.DataFrame | None]:
+        """Fetch and decode many Parquet objects (None where missing) on a few threads.
+
+        Decoding is most of a small object's cost and Polars releases the GIL for it: 2,456 x1
+        day objects decode in 1.2 s one by one, 0.7 s on 8 threads (2 cores).
+        """
+
+        def read(key: str) -> pl.DataFrame | None:
+            data = self.get(key)
+            return None if data is None else parquet_to_frame(data, spec, columns)
+
         keys = list(keys)
         if len(keys) <= 1:
-            return {k: self.get(k) for k in keys}
+            return {k: read(k) for k in keys}
         with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(keys))) as pool:
-            return dict(zip(keys, pool.map(self.get, keys), strict=True))
+            return dict(zip(keys, pool.map(read, keys), strict=True))
 
     def put_frames(self, frames: dict[str, pl.DataFrame]) -> None:
         """Write many frames as Parquet objects (key -> frame) on a few threads, each atomically."""
@@ -207,8 +219,7 @@ class LakeResource(dg.ConfigurableResource):
 
     def _read_raw_keys(self, table: str, keys: list[str], columns: list[str] | None = None) -> pl.DataFrame:
         spec = SOURCE_TABLES[table]
-        blobs = self.get_many(keys)
-        frames = [parquet_to_frame(b, spec, columns) for b in blobs.values() if b is not None]
+        frames = [f for f in self.get_frames(keys, spec, columns).values() if f is not None]
         if frames:
             return pl.concat(frames, how="vertical")
         empty = spec.empty_frame()
@@ -272,16 +283,9 @@ class RawLakeIOManager(dg.ConfigurableIOManager):
         missing = set(days) - set(obj)
         if missing:
             raise LakeError(f"raw/{spec.name}: no frame for partitions {sorted(missing)}")
-        present = set(self.lake.raw_days(spec.name)).intersection(days)
-        existing = {
-            day: parquet_to_frame(b, spec)
-            for day, b in zip(
-                sorted(present),
-                self.lake.get_many(self.lake.raw_key(spec.name, d) for d in sorted(present)).values(),
-                strict=True,
-            )
-            if b is not None
-        }
+        present = sorted(set(self.lake.raw_days(spec.name)).intersection(days))
+        frames = self.lake.get_frames([self.lake.raw_key(spec.name, d) for d in present], spec)
+        existing = {day: f for day, f in zip(present, frames.values(), strict=True) if f is not None}
 
         # Days are independent objects: merge, encode and write them on a few threads (Polars and
         # the file or S3 writes release the GIL). Each object is still written atomically.
