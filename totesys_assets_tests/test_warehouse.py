@@ -960,11 +960,16 @@ def test_first_bulk_load_copies_straight_in_with_the_same_result(pg):
     rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, 30 - i)) for i in range(1, 21)]
     direct = WarehouseResource(url=pg.new_db("direct"), bulk_load_min_rows=2)
     staged = WarehouseResource(url=pg.new_db("staged"), bulk_load_min_rows=10**9)
+    later = [sales_row(21, dt.datetime(2024, 11, 16, 9))]
     for wh in (direct, staged):
         seed_dimensions(wh)
+        # an emptied table whose serial has moved on (ids 1..41 used before): ids continue at 42
+        wh.scalar(sql.SQL("SELECT setval(pg_get_serial_sequence('fact_sales_order', 'sales_record_id'), 41)"))
         result = wh.append_facts("fact_sales_order", frame("fact_sales_order", rows))
         assert (result.inserted, result.table_rows, result.bulk) == (20, 20, wh is direct)
+        assert wh.append_facts("fact_sales_order", frame("fact_sales_order", later)).inserted == 1
     assert_frame_equal(direct.read_table("fact_sales_order"), staged.read_table("fact_sales_order"))
+    assert direct.read_table("fact_sales_order")["sales_record_id"].to_list() == list(range(42, 63))
     # the dimensions seeded above took the same first-load path (empty tables, >= 2 rows)
     for dim in DIMENSION_NAMES:
         assert_frame_equal(direct.read_table(dim), staged.read_table(dim))
