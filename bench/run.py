@@ -306,7 +306,7 @@ def run_scale(args, infra: Infra, meter: Meter, scale: float, start: datetime, e
             print(profile_text(m.profile), file=sys.stderr)
         stages.append(
             stage_row(
-                "full", group, rows, run["wall_s"], peak_rss_mb=m.peak_rss_mb,
+                "full", group, rows, run["wall_s"], peak_rss_mb=m.peak_rss_mb, start_rss_mb=m.start_rss_mb,
                 server_peak_rss_mb=m.server_peak_rss_mb, dagster_s=round(run["dagster_s"], 3),
                 dagster_share=round(run["dagster_share"], 3), detail=run, profile=m.profile,
             )
@@ -343,7 +343,7 @@ def run_scale(args, infra: Infra, meter: Meter, scale: float, start: datetime, e
             label = group if a is None else f"{group} ({a}{'' if a == b else '..' + str(b)})"
             inc.append(
                 stage_row(
-                    "incremental", label, new_rows, run["wall_s"], peak_rss_mb=m.peak_rss_mb,
+                    "incremental", label, new_rows, run["wall_s"], peak_rss_mb=m.peak_rss_mb, start_rss_mb=m.start_rss_mb,
                     dagster_s=round(run["dagster_s"], 3), dagster_share=round(run["dagster_share"], 3),
                     detail=run, profile=m.profile,
                 )
