@@ -92,6 +92,8 @@ def test_headless_backfill_through_the_dagster_cli(real_export_lake, lake_env, s
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the code location's executor: every step in the run's process, none spawned per step
+    assert "Finished steps in process" in proc.stderr and "Multiprocess executor" not in proc.stderr
     counts = _check_lake_equals_source(s3, lake_env, reference_source, first, last)
     assert counts["sales_order"] > 50 and counts["address"] == 0
 
@@ -146,6 +148,9 @@ def test_definitions_load_with_eleven_partitioned_raw_assets():
     from totesys_assets.definitions import defs
 
     dg.Definitions.validate_loadable(defs)
+    # Every job runs its steps in process (see EXECUTOR in definitions.py for the measurements).
+    for job in (defs.resolve_implicit_global_asset_job_def(), defs.resolve_job_def("raw_refresh")):
+        assert job.executor_def is dg.in_process_executor
     graph = defs.resolve_asset_graph()
     raw = [k for k in graph.get_all_asset_keys() if k.path[0] == "raw"]
     assert sorted(k.path[1] for k in raw) == sorted(SOURCE_TABLES)
