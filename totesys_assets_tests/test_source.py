@@ -1,0 +1,33 @@
+"""The source resource's extract against a real PostgreSQL: the window and how it is read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import psycopg
+
+from totesys_assets.resources.source import TotesysSource, extract_query
+from totesys_assets.specs import SOURCE_TABLES
+
+
+def test_extract_takes_exactly_the_window_and_streams_without_parameters(pg):
+    from totesys_assets.simulator import Simulator
+
+    url = pg.new_db("extract_window")
+    Simulator(url).create_schema()  # the real schema, no rows
+    start, end = datetime(2024, 1, 2, tzinfo=UTC), datetime(2024, 1, 3, tzinfo=UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO currency (currency_id, currency_code, created_at, last_updated) VALUES "
+            "(1, 'GBP', '2024-01-01', '2024-01-01 23:59:59.999'), "  # just before the window
+            "(2, 'USD', '2024-01-01', '2024-01-02 00:00:00'), "  # its first instant
+            "(3, 'EUR', '2024-01-01', '2024-01-02 23:59:59.999'), "  # its last millisecond
+            "(4, 'JPY', '2024-01-01', '2024-01-03 00:00:00')"  # the next window's first instant
+        )
+    frame = TotesysSource(url=url).extract(SOURCE_TABLES["currency"], start, end)
+    assert frame["currency_id"].sort().to_list() == [2, 3]
+    assert frame.schema == SOURCE_TABLES["currency"].polars_schema
+    # The bounds travel as bound settings, so the SELECT has no parameters: ADBC can run it as a
+    # binary COPY streamed into Arrow instead of holding libpq's whole result in memory first.
+    query = extract_query(SOURCE_TABLES["payment"])
+    assert "$" not in query and "current_setting('totesys.extract_start')" in query
