@@ -49,7 +49,12 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from pydantic import Field
 
-from totesys_assets.ddl import foreign_key_statements, schema_statements, version_index_statements
+from totesys_assets.ddl import (
+    foreign_key_statements,
+    primary_key_statements,
+    schema_statements,
+    version_index_statements,
+)
 from totesys_assets.settings import redact_url
 from totesys_assets.specs import WAREHOUSE_TABLES, Kind, TableSpec
 
@@ -698,8 +703,9 @@ class WarehouseResource(dg.ConfigurableResource):
         the table (no staging, no INSERT … SELECT), in one transaction. None if the table is not
         empty (checked again under the exclusive lock); the caller then takes the staged path.
 
-        Facts go oldest version first (serial record ids follow time) with their foreign keys and
-        version indexes dropped and rebuilt before COMMIT; dimensions go in key order.
+        Facts go oldest version first (serial record ids follow time) with their foreign keys,
+        primary key and version indexes dropped and rebuilt before COMMIT; dimensions (whose keys
+        the facts reference) go in key order.
         """
         url = self.resolved_url()
         table = sql.Identifier(spec.name)
@@ -725,8 +731,8 @@ class WarehouseResource(dg.ConfigurableResource):
                 if not execute(is_empty)[0]:
                     conn.rollback()
                     return None
-                if spec.is_fact:
-                    for statement in _bulk_drop_statements(spec):
+                if spec.is_fact:  # nothing references a fact's key, so it too can be rebuilt
+                    for statement in [*_bulk_drop_statements(spec), *primary_key_statements(spec)[0]]:
                         execute(statement)
                 frame = staged.sort(order).select(spec.insert_columns)
                 serials = [c.name for c in spec.columns if c.kind is Kind.SERIAL]
@@ -740,7 +746,8 @@ class WarehouseResource(dg.ConfigurableResource):
                     frame = frame.select(ids.alias(serial), *spec.insert_columns)
                 cur.adbc_ingest(spec.name, frame.to_arrow(), mode="append")
                 if spec.is_fact:
-                    for statement in _bulk_restore_statements(spec):
+                    restore = _bulk_restore_statements(spec)  # SET maintenance_work_mem first
+                    for statement in [restore[0], *primary_key_statements(spec)[1], *restore[1:]]:
                         execute(statement)
                 conn.commit()
                 table_rows = frame.height  # the table was empty under the exclusive lock
