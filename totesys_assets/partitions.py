@@ -18,7 +18,9 @@ daily_partitions = dg.DailyPartitionsDefinition(
 
 
 def add_partition_metadata(
-    context: dg.AssetExecutionContext, by_partition: Mapping[str, Mapping[str, Any]]
+    context: dg.AssetExecutionContext,
+    by_partition: Mapping[str, Mapping[str, Any]],
+    asset_key: dg.AssetKey | None = None,
 ) -> None:
     """Per-partition asset metadata of a range run (each day its own row count, say), in one step.
 
@@ -26,22 +28,23 @@ def add_partition_metadata(
     copies all the metadata added so far on every call, so a 744-day run pays 744² of both: 2.1 s of
     an 11-asset history backfill (py-spy), whatever the data volume. With Dagster's metadata
     accumulator (1.13, pinned) this checks the keys once and adds every day in one merge; it
-    falls back to the public call if that internal ever changes shape.
+    falls back to the public call if that internal ever changes shape. `asset_key` names the
+    asset of a multi-asset.
     """
+    asset_key = asset_key or context.asset_key
     step = context.get_step_execution_context()
     accumulator = getattr(step, "_metadata_accumulator", None)
     if not isinstance(accumulator, OutputMetadataAccumulator):
         for key, metadata in by_partition.items():
-            context.add_asset_metadata(dict(metadata), partition_key=key)
+            context.add_asset_metadata(dict(metadata), asset_key=asset_key, partition_key=key)
         return
     unknown = sorted(set(by_partition) - set(context.partition_keys))
     if unknown:
         raise dg.DagsterInvariantViolationError(
-            f"{context.asset_key.to_user_string()}: metadata for partitions this run does not target: "
-            f"{unknown[:5]}"
+            f"{asset_key.to_user_string()}: metadata for partitions this run does not target: {unknown[:5]}"
         )
     merged = dict(accumulator.per_output_metadata)
     for key, metadata in by_partition.items():
-        handle = AssetMetadataHandle(asset_key=context.asset_key, partition_key=key)
+        handle = AssetMetadataHandle(asset_key=asset_key, partition_key=key)
         merged[handle] = {**merged.get(handle, {}), **metadata}
     step._metadata_accumulator = OutputMetadataAccumulator(per_output_metadata=merged)  # noqa: SLF001

@@ -23,6 +23,14 @@ def materialize_range(
     return dg.materialize(assets, resources=resources, tags={RANGE_START: start, RANGE_END: end}, **kwargs)
 
 
+def raw_materializations(result: dg.ExecuteInProcessResult, table: str) -> list[dg.AssetMaterialization]:
+    """A run's materialisations of one raw table (all raw tables share the `raw_extract` step)."""
+    from totesys_assets.raw.assets import RAW_STEP, raw_asset_key
+
+    key = raw_asset_key(table)
+    return [m for m in result.asset_materializations_for_node(RAW_STEP) if m.asset_key == key]
+
+
 def source_rows(url: str, table: str, where: str = "") -> list[tuple]:
     """A table's rows straight from PostgreSQL (psycopg types), sorted by pk and last_updated."""
     spec = SOURCE_TABLES[table]

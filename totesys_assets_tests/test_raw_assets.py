@@ -12,10 +12,10 @@ import dagster as dg
 import psycopg
 import pytest
 
-from totesys_assets.raw.assets import raw_asset_key, raw_assets
+from totesys_assets.raw.assets import RAW_STEP, raw_asset_key, raw_assets, read_ahead
 from totesys_assets.resources.config import build_resources
 from totesys_assets.specs import SOURCE_TABLES
-from totesys_assets_tests.helpers import frame_rows, s3_objects, source_rows
+from totesys_assets_tests.helpers import frame_rows, raw_materializations, s3_objects, source_rows
 
 FIRST_DAY, LAST_DAY = "2022-11-03", "2024-11-15"
 
@@ -51,8 +51,8 @@ def _check_lake_equals_source(s3, bucket: str, source_url: str, first: str, last
 def test_single_run_range_backfill_puts_every_source_row_in_the_lake(real_export_lake, s3):
     result = real_export_lake.result
     assert result.success
-    # One run, one step per table: the whole range is extracted by a single query per table.
-    assert len(result.get_step_success_events()) == 11
+    # One run, one step: the whole range is extracted by a single query per table.
+    assert [e.step_key for e in result.get_step_success_events()] == [RAW_STEP]
 
     counts = _check_lake_equals_source(
         s3, real_export_lake.bucket, real_export_lake.source_url, FIRST_DAY, LAST_DAY
@@ -62,10 +62,12 @@ def test_single_run_range_backfill_puts_every_source_row_in_the_lake(real_export
         "payment": 15836, "payment_type": 4, "purchase_order": 4649, "sales_order": 11187,
         "staff": 20, "transaction": 15836,
     }  # fmt: skip
-    staff = s3_objects(s3.client, real_export_lake.bucket, "totes/raw/staff/")["totes/raw/staff/2022-11-03.parquet"]
+    staff = s3_objects(s3.client, real_export_lake.bucket, "totes/raw/staff/")[
+        "totes/raw/staff/2022-11-03.parquet"
+    ]
     assert staff.filter(staff["staff_id"] == 17)["last_name"].item() == "O'Keefe"
 
-    mats = result.asset_materializations_for_node("raw__sales_order")
+    mats = raw_materializations(result, "sales_order")
     assert {m.partition for m in mats} >= {"2024-11-15", "2022-11-03"}
     assert len(mats) == 744  # every day of the range, including days without rows
     # Each day carries its own row count; the run's totals are separate.
@@ -113,15 +115,16 @@ def test_rematerialising_changes_nothing_and_updates_keep_every_version(pg, lake
     monkeypatch.setenv("TOTESYS_DB_URL", url)
     day = _latest_day(url, "sales_order").isoformat()
     key = f"totes/raw/sales_order/{day}.parquet"
-    asset = [a for a in raw_assets if a.key == raw_asset_key("sales_order")]
+    only = {"assets": raw_assets, "selection": [raw_asset_key("sales_order")]}
 
-    assert dg.materialize(asset, resources=build_resources(), partition_key=day).success
+    assert dg.materialize(**only, resources=build_resources(), partition_key=day).success
     first = s3.client.head_object(Bucket=lake_env, Key=key)
     before = s3_objects(s3.client, lake_env, key)[key]
 
-    again = dg.materialize(asset, resources=build_resources(), partition_key=day)
+    again = dg.materialize(**only, resources=build_resources(), partition_key=day)
     assert again.success
-    assert again.asset_materializations_for_node("raw__sales_order")[0].metadata["run_new_versions"].value == 0
+    assert [m.asset_key for m in again.get_asset_materialization_events()] == [raw_asset_key("sales_order")]
+    assert raw_materializations(again, "sales_order")[0].metadata["run_new_versions"].value == 0
     assert s3.client.head_object(Bucket=lake_env, Key=key)["ETag"] == first["ETag"]
 
     # A row changes in place later that day: the partition gains a version and keeps the old one.
@@ -133,7 +136,7 @@ def test_rematerialising_changes_nothing_and_updates_keep_every_version(pg, lake
             "WHERE sales_order_id = %s",
             (int(order_id),),
         )
-    assert dg.materialize(asset, resources=build_resources(), partition_key=day).success
+    assert dg.materialize(**only, resources=build_resources(), partition_key=day).success
     after = s3_objects(s3.client, lake_env, key)[key]
     assert after.height == before.height + 1
     versions = after.filter(after["sales_order_id"] == order_id).sort("last_updated")
@@ -161,3 +164,50 @@ def test_definitions_load_with_eleven_partitioned_raw_assets():
         assert node.group_name == "raw"
         schema = node.metadata["dagster/column_schema"]
         assert [c.name for c in schema.columns] == SOURCE_TABLES[key.path[1]].column_names
+
+
+def test_read_ahead_keeps_order_bounds_the_lead_and_raises_where_the_item_is_taken():
+    """The raw step's pipelining: results come in order, the worker never runs more than `ahead`
+    items beyond the one the caller is on, an error surfaces when its item is taken (the items
+    before it were delivered), and stopping early runs nothing further."""
+    ahead = 2
+    taken = [-1]
+    too_early: list[int] = []
+    started: list[int] = []
+
+    def work(i: int) -> int:
+        started.append(i)
+        if i > taken[0] + 1 + ahead:
+            too_early.append(i)
+        if i == 5:
+            raise ValueError("table 5 failed")
+        return i * 10
+
+    got = []
+    with pytest.raises(ValueError, match="table 5 failed"):
+        for value in read_ahead(range(8), work, ahead=ahead):
+            taken[0] = value // 10
+            got.append(value)
+    assert got == [0, 10, 20, 30, 40]
+    assert too_early == []
+
+    started.clear()
+    taken[0] = -1
+    early = read_ahead(range(10), work, ahead=ahead)
+    assert next(early) == 0
+    early.close()  # the caller stops after the first item
+    assert set(started) <= {0, 1, 2}
+
+
+def test_one_selected_table_extracts_only_that_table(pg, lake_env, s3, monkeypatch):
+    """Selecting one raw asset (as the change sensor does) runs the shared step for it alone."""
+    url = _one_day_source(pg)
+    monkeypatch.setenv("TOTESYS_DB_URL", url)
+    day = _latest_day(url, "staff").isoformat()
+    result = dg.materialize(
+        raw_assets, selection=[raw_asset_key("staff")], resources=build_resources(), partition_key=day
+    )
+    assert result.success
+    assert {m.asset_key for m in result.get_asset_materialization_events()} == {raw_asset_key("staff")}
+    written = {k.split("/")[2] for k in s3_objects(s3.client, lake_env, "totes/raw/")}
+    assert written == {"staff"}

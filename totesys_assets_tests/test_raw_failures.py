@@ -17,8 +17,9 @@ from totesys_assets.resources.source import TotesysSource
 from totesys_assets_tests.helpers import failure_text, materialize_range, s3_objects
 
 
-def _asset(table: str):
-    return [a for a in raw_assets if a.key == raw_asset_key(table)]
+def _only(table: str) -> dict:
+    """materialize() arguments selecting one table's raw asset (the others share its step)."""
+    return {"assets": raw_assets, "selection": [raw_asset_key(table)]}
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_unreachable_source_names_the_source_and_hides_the_password(tmp_path):
     url = f"postgresql://totes:hunter2secret@/totesys?host={tmp_path}/nowhere"
     lake = LakeResource(url=str(tmp_path / "lake"), s3=S3Resource())
     result = dg.materialize(
-        _asset("staff"),
+        **_only("staff"),
         resources={
             "source": TotesysSource(url=url),
             "lake": lake,
@@ -60,7 +61,7 @@ def test_missing_table_is_named(source, tmp_path, monkeypatch):
     with psycopg.connect(source, autocommit=True) as conn:
         conn.execute('ALTER TABLE "design" RENAME TO design_old')
     result = dg.materialize(
-        _asset("design"), resources=build_resources(), partition_key="2024-01-02", raise_on_error=False
+        **_only("design"), resources=build_resources(), partition_key="2024-01-02", raise_on_error=False
     )
     assert not result.success
     assert "source table 'design' does not exist" in failure_text(result)
@@ -71,14 +72,16 @@ def test_changed_column_type_is_named_and_the_lake_keeps_its_objects(source, s3,
     monkeypatch.setenv("TOTESYS_DB_URL", source)
     monkeypatch.setenv("TOTESYS_LAKE_URL", f"s3://{bucket}/totes")
     days = _days_with_orders(source)
-    assert materialize_range(_asset("sales_order"), build_resources(), days[0], days[-1]).success
+    assert materialize_range(
+        resources=build_resources(), start=days[0], end=days[-1], **_only("sales_order")
+    ).success
     before = s3_objects(s3.client, bucket, "totes/raw/sales_order/")
     assert len(before) == len(days)
 
     with psycopg.connect(source, autocommit=True) as conn:
         conn.execute("ALTER TABLE sales_order ALTER COLUMN units_sold TYPE text")
     result = materialize_range(
-        _asset("sales_order"), build_resources(), days[0], days[-1], raise_on_error=False
+        resources=build_resources(), start=days[0], end=days[-1], raise_on_error=False, **_only("sales_order")
     )
     assert not result.success
     message = failure_text(result)
@@ -112,7 +115,7 @@ def test_s3_write_failure_fails_the_run_and_leaves_earlier_objects_intact(source
     days = _days_with_orders(source)
     good = LakeResource(url=lake_url, s3=S3Resource())
     res = {"source": TotesysSource(url=source), "lake": good, "raw_io_manager": RawLakeIOManager(lake=good)}
-    assert dg.materialize(_asset("sales_order"), resources=res, partition_key=days[0]).success
+    assert dg.materialize(**_only("sales_order"), resources=res, partition_key=days[0]).success
     before = s3_objects(s3.client, bucket, "totes/raw/sales_order/")
 
     # The source changes on the first day, then a range write fails on every other day.
@@ -124,7 +127,9 @@ def test_s3_write_failure_fails_the_run_and_leaves_earlier_objects_intact(source
         )
     flaky = FailingPutLake(url=lake_url, s3=S3Resource(), ok_key=f"raw/sales_order/{days[0]}.parquet")
     res = {"source": TotesysSource(url=source), "lake": flaky, "raw_io_manager": RawLakeIOManager(lake=flaky)}
-    result = materialize_range(_asset("sales_order"), res, days[0], days[-1], raise_on_error=False)
+    result = materialize_range(
+        resources=res, start=days[0], end=days[-1], raise_on_error=False, **_only("sales_order")
+    )
     assert not result.success
     assert "injected S3 PutObject failure" in failure_text(result)
 

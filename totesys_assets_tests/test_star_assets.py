@@ -15,7 +15,7 @@ from totesys_assets.resources.config import build_resources
 from totesys_assets.specs import WAREHOUSE_TABLES
 from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import star_checks
-from totesys_assets_tests.helpers import failure_text, materialize_range, s3_objects
+from totesys_assets_tests.helpers import failure_text, materialize_range, raw_materializations, s3_objects
 
 ALL = [*raw_assets, *star_assets, *star_checks]
 RAW, DIMS, FACTS = (dg.AssetSelection.groups(g) for g in ("raw", "dimensions", "facts"))
@@ -117,7 +117,7 @@ def test_real_export_builds_the_warehouse(real_export_lake, env, s3, monkeypatch
     assert all(r.success for r in again)
     assert counts(wh) == got
     assert fetch(wh, "SELECT * FROM fact_payment ORDER BY payment_record_id") == before
-    raw_meta = again[0].asset_materializations_for_node("raw__payment")[0].metadata
+    raw_meta = raw_materializations(again[0], "payment")[0].metadata
     assert raw_meta["run_new_versions"].value == 0 and raw_meta["run_objects_written"].value == 0
     facts_meta = again[2].asset_materializations_for_node("fact_payment")[0].metadata
     assert facts_meta["rows_inserted"].value == 0 and facts_meta["versions_skipped"].value > 500

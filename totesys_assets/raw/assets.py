@@ -1,4 +1,17 @@
-"""The 11 `raw/<table>` assets, built by one factory from the source table specs."""
+"""The 11 `raw/<table>` assets: one partitioned asset per source table, extracted by one step.
+
+The assets are separate (own partitions, lineage, metadata, data versions, selection in the UI);
+the extraction of a run is one step, so the tables can be pipelined. While Dagster stores table
+N's day objects and records its per-partition materialisations (Python, in this thread), a worker
+thread is already extracting table N+1 (the source database's work and Arrow decoding, outside
+the GIL). Run one table after the other in separate steps, a 744-day x100 history took 17.6 s;
+pipelined, see README "Extraction".
+"""
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
 
 import dagster as dg
 import polars as pl
@@ -9,8 +22,32 @@ from totesys_assets.resources.source import TotesysSource
 from totesys_assets.specs import SOURCE_TABLES, TableSpec
 
 RAW_GROUP = "raw"
+RAW_STEP = "raw_extract"
 SOURCE_POOL = "totesys_source"
 OWNERS = ["team:data-engineering"]
+# Extracted frames held beyond the one Dagster is storing. The extract of all 11 tables at x100 is
+# ~300 MB of Arrow, so two ahead bound the extra memory to the two largest tables.
+READ_AHEAD = 2
+# Small reference tables between the large ones: storing a small table's 744 partition events
+# takes about as long as extracting the next large table, so the source is never left idle; the
+# last table is small, so little is left to store once the source is done.
+EXTRACT_ORDER = [
+    "address",
+    "sales_order",
+    "counterparty",
+    "purchase_order",
+    "currency",
+    "transaction",
+    "department",
+    "payment",
+    "design",
+    "payment_type",
+    "staff",
+]
+assert sorted(EXTRACT_ORDER) == sorted(SOURCE_TABLES)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def raw_asset_key(table: str) -> dg.AssetKey:
@@ -28,10 +65,35 @@ def versions_fingerprint(spec: TableSpec, frame: pl.DataFrame) -> dg.DataVersion
     return dg.DataVersion(f"{keys.height}-{digest:x}")
 
 
-def build_raw_asset(spec: TableSpec) -> dg.AssetsDefinition:
-    """One daily-partitioned asset extracting a source table's row versions by last_updated."""
+def read_ahead(items: Iterable[_T], work: Callable[[_T], _R], ahead: int = READ_AHEAD) -> Iterator[_R]:
+    """`work(item)` for each item in order, computed on one worker thread up to `ahead` items
+    before the caller asks for them. An error is raised where its item's result is taken; when
+    the caller stops early, work not started is cancelled and the running one is waited for."""
+    pending: list[Future[_R]] = []
+    queue = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-extract") as pool:
+        try:
+            for item in queue:
+                pending.append(pool.submit(work, item))
+                if len(pending) > ahead:
+                    yield pending.pop(0).result()
+            while pending:
+                yield pending.pop(0).result()
+        finally:
+            for future in pending:
+                future.cancel()
 
-    @dg.asset(
+
+@dataclass(frozen=True)
+class _Extract:
+    spec: TableSpec
+    by_day: dict[str, pl.DataFrame]
+    rows: int
+    version: dg.DataVersion
+
+
+def _raw_spec(spec: TableSpec) -> dg.AssetSpec:
+    return dg.AssetSpec(
         key=raw_asset_key(spec.name),
         group_name=RAW_GROUP,
         description=(
@@ -39,10 +101,6 @@ def build_raw_asset(spec: TableSpec) -> dg.AssetsDefinition:
             f"(UTC), as Parquet in the lake. {spec.description}"
         ),
         partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=3, backoff=dg.Backoff.EXPONENTIAL),
-        pool=SOURCE_POOL,
-        io_manager_key="raw_io_manager",
         kinds={"postgres", "s3", "polars"},
         owners=OWNERS,
         tags={"layer": "raw"},
@@ -51,24 +109,42 @@ def build_raw_asset(spec: TableSpec) -> dg.AssetsDefinition:
             "dagster/table_name": f"totesys.public.{spec.name}",
             "primary_key": spec.primary_key,
         },
-    )
-    def _raw(context: dg.AssetExecutionContext, source: TotesysSource) -> dg.Output:
-        window = context.partition_time_window
+    ).with_io_manager_key("raw_io_manager")
+
+
+@dg.multi_asset(
+    name=RAW_STEP,
+    specs=[_raw_spec(SOURCE_TABLES[t]) for t in EXTRACT_ORDER],
+    can_subset=True,
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=3, backoff=dg.Backoff.EXPONENTIAL),
+    pool=SOURCE_POOL,
+)
+def raw_extract(context: dg.AssetExecutionContext, source: TotesysSource) -> Iterator[dg.Output]:
+    """Extract the selected tables' row versions for the run's days, one table after the other."""
+    window = context.partition_time_window
+    days = context.partition_keys
+    selected = [SOURCE_TABLES[t] for t in EXTRACT_ORDER if raw_asset_key(t) in context.selected_asset_keys]
+
+    def extract(spec: TableSpec) -> _Extract:
         frame = source.extract(spec, window.start, window.end)
-        days = context.partition_keys
+        return _Extract(spec, split_by_day(frame, days), frame.height, versions_fingerprint(spec, frame))
+
+    for done in read_ahead(selected, extract):
+        spec, key = done.spec, raw_asset_key(done.spec.name)
         context.log.info(
-            f"extracted {frame.height} {spec.name} row versions for {len(days)} day(s) {days[0]}..{days[-1]}"
+            f"extracted {done.rows} {spec.name} row versions for {len(days)} day(s) {days[0]}..{days[-1]}"
         )
-        by_day = split_by_day(frame, days)
         # Each partition gets its own row count (a range run must not stamp every day with the
         # whole range's number). The data version covers the run's extract: `dg.Output` takes one
         # version for all partitions of a run.
         add_partition_metadata(
-            context, {day: {"dagster/row_count": part.height} for day, part in by_day.items()}
+            context,
+            {day: {"dagster/row_count": part.height} for day, part in done.by_day.items()},
+            asset_key=key,
         )
-        return dg.Output(by_day, data_version=versions_fingerprint(spec, frame))
-
-    return _raw
+        yield dg.Output(done.by_day, output_name=key.to_python_identifier(), data_version=done.version)
 
 
-raw_assets: list[dg.AssetsDefinition] = [build_raw_asset(spec) for spec in SOURCE_TABLES.values()]
+raw_assets: list[dg.AssetsDefinition] = [raw_extract]
