@@ -12,7 +12,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from totesys_assets.raw.assets import RAW_STEP, raw_asset_key, raw_assets, read_ahead
+from totesys_assets.pipelining import read_ahead
+from totesys_assets.raw.assets import RAW_STEP, raw_asset_key, raw_assets
 from totesys_assets.resources.config import build_resources
 from totesys_assets.specs import SOURCE_TABLES
 from totesys_assets_tests.helpers import frame_rows, raw_materializations, s3_objects, source_rows
@@ -190,6 +191,7 @@ def test_read_ahead_keeps_order_bounds_the_lead_and_raises_where_the_item_is_tak
             got.append(value)
     assert got == [0, 10, 20, 30, 40]
     assert too_early == []
+    assert 5 in started and not {6, 7} & set(started)  # nothing starts after a failure
 
     started.clear()
     taken[0] = -1

@@ -8,15 +8,14 @@ the GIL). Run one table after the other in separate steps, a 744-day x100 histor
 pipelined, see README "Extraction".
 """
 
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import dagster as dg
 import polars as pl
 
 from totesys_assets.partitions import add_partition_metadata, daily_partitions
+from totesys_assets.pipelining import read_ahead
 from totesys_assets.resources.lake import split_by_day
 from totesys_assets.resources.source import TotesysSource
 from totesys_assets.specs import SOURCE_TABLES, TableSpec
@@ -46,9 +45,6 @@ EXTRACT_ORDER = [
 ]
 assert sorted(EXTRACT_ORDER) == sorted(SOURCE_TABLES)
 
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-
 
 def raw_asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["raw", table])
@@ -63,25 +59,6 @@ def versions_fingerprint(spec: TableSpec, frame: pl.DataFrame) -> dg.DataVersion
     keys = frame.select(spec.primary_key, "last_updated")
     digest = int(keys.hash_rows(seed=1).sum()) if keys.height else 0
     return dg.DataVersion(f"{keys.height}-{digest:x}")
-
-
-def read_ahead(items: Iterable[_T], work: Callable[[_T], _R], ahead: int = READ_AHEAD) -> Iterator[_R]:
-    """`work(item)` for each item in order, computed on one worker thread up to `ahead` items
-    before the caller asks for them. An error is raised where its item's result is taken; when
-    the caller stops early, work not started is cancelled and the running one is waited for."""
-    pending: list[Future[_R]] = []
-    queue = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-extract") as pool:
-        try:
-            for item in queue:
-                pending.append(pool.submit(work, item))
-                if len(pending) > ahead:
-                    yield pending.pop(0).result()
-            while pending:
-                yield pending.pop(0).result()
-        finally:
-            for future in pending:
-                future.cancel()
 
 
 @dataclass(frozen=True)
@@ -131,7 +108,7 @@ def raw_extract(context: dg.AssetExecutionContext, source: TotesysSource) -> Ite
         frame = source.extract(spec, window.start, window.end)
         return _Extract(spec, split_by_day(frame, days), frame.height, versions_fingerprint(spec, frame))
 
-    for done in read_ahead(selected, extract):
+    for done in read_ahead(selected, extract, ahead=READ_AHEAD):
         spec, key = done.spec, raw_asset_key(done.spec.name)
         context.log.info(
             f"extracted {done.rows} {spec.name} row versions for {len(days)} day(s) {days[0]}..{days[-1]}"
