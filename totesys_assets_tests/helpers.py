@@ -31,6 +31,14 @@ def raw_materializations(result: dg.ExecuteInProcessResult, table: str) -> list[
     return [m for m in result.asset_materializations_for_node(RAW_STEP) if m.asset_key == key]
 
 
+def fact_materializations(result: dg.ExecuteInProcessResult, fact: str) -> list[dg.AssetMaterialization]:
+    """A run's materialisations of one fact (the three facts share the `facts_load` step)."""
+    from totesys_assets.star.assets import FACTS_STEP
+
+    key = dg.AssetKey(fact)
+    return [m for m in result.asset_materializations_for_node(FACTS_STEP) if m.asset_key == key]
+
+
 def source_rows(url: str, table: str, where: str = "") -> list[tuple]:
     """A table's rows straight from PostgreSQL (psycopg types), sorted by pk and last_updated."""
     spec = SOURCE_TABLES[table]

@@ -163,7 +163,7 @@ def test_automation_carries_a_raw_change_to_the_dimensions_then_the_fact_partiti
 def _requested(result) -> dict[str, list]:
     """Asset -> requested partitions (None for an unpartitioned asset), for every requested asset."""
     out = {}
-    for key in [*(a.key for a in star_assets)]:
+    for key in [k for a in star_assets for k in a.keys]:
         parts = result.get_requested_partitions(key)
         if parts:
             out[key.to_user_string()] = sorted(parts, key=str)

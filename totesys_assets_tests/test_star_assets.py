@@ -15,7 +15,13 @@ from totesys_assets.resources.config import build_resources
 from totesys_assets.specs import WAREHOUSE_TABLES
 from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import star_checks
-from totesys_assets_tests.helpers import failure_text, materialize_range, raw_materializations, s3_objects
+from totesys_assets_tests.helpers import (
+    fact_materializations,
+    failure_text,
+    materialize_range,
+    raw_materializations,
+    s3_objects,
+)
 
 ALL = [*raw_assets, *star_assets, *star_checks]
 RAW, DIMS, FACTS = (dg.AssetSelection.groups(g) for g in ("raw", "dimensions", "facts"))
@@ -119,7 +125,7 @@ def test_real_export_builds_the_warehouse(real_export_lake, env, s3, monkeypatch
     assert fetch(wh, "SELECT * FROM fact_payment ORDER BY payment_record_id") == before
     raw_meta = raw_materializations(again[0], "payment")[0].metadata
     assert raw_meta["run_new_versions"].value == 0 and raw_meta["run_objects_written"].value == 0
-    facts_meta = again[2].asset_materializations_for_node("fact_payment")[0].metadata
+    facts_meta = fact_materializations(again[2], "fact_payment")[0].metadata
     assert facts_meta["rows_inserted"].value == 0 and facts_meta["versions_skipped"].value > 500
 
 
@@ -181,6 +187,24 @@ def test_unknown_design_in_a_fact_is_named_and_the_fact_table_is_untouched(small
     message = failure_text(results)
     assert "fact_sales_order" in message and "design_id" in message and "99999" in message
     assert fetch(env["warehouse"], "SELECT * FROM fact_sales_order ORDER BY 1") == before
+    # The facts share one step: the fact loaded before the failing one is still recorded, the
+    # failing one and those after it are not.
+    assert fact_materializations(results[2], "fact_payment")
+    assert not fact_materializations(results[2], "fact_sales_order")
+    assert not fact_materializations(results[2], "fact_purchase_order")
+
+
+def test_selecting_one_fact_loads_that_fact_alone(small_source, env):
+    url, first, last = small_source
+    resources = build_resources()
+    assert materialize_range(ALL, resources, first, last, selection=RAW).success
+    assert dg.materialize(ALL, resources=resources, selection=DIMS).success
+    one = materialize_range(ALL, resources, first, last, selection=dg.AssetSelection.assets("fact_purchase_order"))
+    assert one.success
+    assert {e.asset_key for e in one.get_asset_materialization_events()} == {dg.AssetKey("fact_purchase_order")}
+    got = counts(env["warehouse"])
+    assert got["fact_purchase_order"] > 0
+    assert got["fact_payment"] == got["fact_sales_order"] == 0
 
 
 @pytest.mark.parametrize(

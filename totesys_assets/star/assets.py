@@ -3,6 +3,7 @@
 Each asset reads the raw lake, calls one pure transform from `star.transforms`, loads the
 warehouse through `WarehouseResource` (one transaction per table) and writes the same frame to
 the lake's processed zone (`star/<table>/…`) for tools that read the star schema from S3.
+The three facts are separate assets loaded by one step (`facts_load`), pipelined.
 """
 
 import io
@@ -17,9 +18,10 @@ from pydantic import Field
 
 from totesys_assets.automation.conditions import dimension_condition, fact_condition, freshness_policy
 from totesys_assets.partitions import daily_partitions
+from totesys_assets.pipelining import read_ahead
 from totesys_assets.raw.assets import OWNERS, raw_asset_key
 from totesys_assets.resources.lake import LakeResource, frame_to_parquet
-from totesys_assets.resources.warehouse import WarehouseResource
+from totesys_assets.resources.warehouse import LoadResult, WarehouseResource
 from totesys_assets.specs import WAREHOUSE_TABLES, TableSpec
 from totesys_assets.star import transforms
 
@@ -60,6 +62,10 @@ FACTS: list[StarTable] = [
     StarTable("fact_payment", ("payment",), transforms.fact_payment),
 ]
 FACT_BY_NAME = {f.name: f for f in FACTS}
+FACTS_STEP = "facts_load"
+# Largest first: its load starts at once and the smallest one's bookkeeping is what is left at the end.
+FACT_LOAD_ORDER = ["fact_payment", "fact_sales_order", "fact_purchase_order"]
+assert sorted(FACT_LOAD_ORDER) == sorted(FACT_BY_NAME)
 
 
 def _column_lineage_deps(spec: TableSpec) -> list[dg.AssetKey]:
@@ -82,12 +88,12 @@ def _common(spec: TableSpec) -> dict:
     )
 
 
-def _materialize_metadata(result, spec: TableSpec, processed_uri: str, frame: pl.DataFrame) -> dict:
+def _materialize_metadata(result: LoadResult, processed_uri: str, frame_rows: int) -> dict:
     # The column schema lives in the definition metadata; per-materialisation metadata stays lean
     # because Dagster stores it once per partition.
     return {
         **result.metadata(),
-        "rows_in_frame": frame.height,
+        "rows_in_frame": frame_rows,
         "processed_zone": dg.MetadataValue.path(processed_uri),
     }
 
@@ -179,7 +185,7 @@ def _load_dimension(
             )
     lake.put(key, frame_to_parquet(processed))
     context.log.info(f"{spec.name} ({'full' if window.full else 'incremental'}): {result}")
-    metadata = {**_materialize_metadata(result, spec, lake.uri(key), frame), **window.metadata(watermark)}
+    metadata = {**_materialize_metadata(result, lake.uri(key), frame.height), **window.metadata(watermark)}
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -216,25 +222,50 @@ def dim_date(
     return _load_dimension(context, lake, warehouse, WAREHOUSE_TABLES["dim_date"], frame, window, watermark)
 
 
-def build_fact_asset(table: StarTable) -> dg.AssetsDefinition:
+def _fact_spec(table: StarTable) -> dg.AssetSpec:
     spec = table.spec
-    source = table.sources[0]
-
-    @dg.asset(
-        name=table.name,
+    common = _common(spec)
+    del common["pool"]  # the step's (FACTS_STEP)
+    return dg.AssetSpec(
+        key=table.name,
         group_name=FACTS_GROUP,
-        ins={"raw": dg.AssetIn(key=raw_asset_key(source))},
-        deps=_column_lineage_deps(spec),
+        deps=[raw_asset_key(table.sources[0]), *_column_lineage_deps(spec)],
         partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        **_common(spec),
+        **common,
     )
-    def _fact(
-        context: dg.AssetExecutionContext, raw: pl.DataFrame, lake: LakeResource, warehouse: WarehouseResource
-    ):
-        frame = table.transform(raw)
+
+
+@dataclass(frozen=True)
+class _FactLoad:
+    table: StarTable
+    result: LoadResult
+    frame_rows: int
+
+
+@dg.multi_asset(
+    name=FACTS_STEP,
+    specs=[_fact_spec(FACT_BY_NAME[name]) for name in FACT_LOAD_ORDER],
+    can_subset=True,
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool=WAREHOUSE_POOL,
+)
+def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
+    """Load the selected facts for the run's days: read the raw days, transform, append, and
+    write the processed zone.
+
+    That work runs on a worker thread, one fact after the other (each load is one transaction,
+    and a bulk load locks the dimensions its foreign keys reference until COMMIT), while this
+    thread has Dagster record the previous fact's per-day materialisations. Only one fact's
+    frames are in memory at a time.
+    """
+    days = context.partition_keys
+    selected = [FACT_BY_NAME[n] for n in FACT_LOAD_ORDER if dg.AssetKey(n) in context.selected_asset_keys]
+
+    def load(table: StarTable) -> _FactLoad:
+        spec = table.spec
+        frame = table.transform(lake.read_raw(table.sources[0], days))
         result = warehouse.append_facts(spec.name, frame)
-        days = context.partition_keys
         by_day = frame.partition_by("last_updated_date", as_dict=True) if frame.height else {}
         lake.put_frames(
             {
@@ -242,14 +273,17 @@ def build_fact_asset(table: StarTable) -> dg.AssetsDefinition:
                 for (day,), part in by_day.items()
             }
         )
-        context.log.info(f"{spec.name} {days[0]}..{days[-1]}: {result}")
-        return dg.MaterializeResult(
-            metadata=_materialize_metadata(result, spec, lake.uri(lake.key("star", spec.name)), frame)
-        )
+        return _FactLoad(table, result, frame.height)
 
-    return _fact
+    for done in read_ahead(selected, load, ahead=1):
+        spec = done.table.spec
+        context.log.info(f"{spec.name} {days[0]}..{days[-1]}: {done.result}")
+        processed = lake.uri(lake.key("star", spec.name))
+        yield dg.MaterializeResult(
+            asset_key=spec.name, metadata=_materialize_metadata(done.result, processed, done.frame_rows)
+        )
 
 
 dimension_assets: list[dg.AssetsDefinition] = [dim_date, *(build_dimension_asset(d) for d in DIMENSIONS)]
-fact_assets: list[dg.AssetsDefinition] = [build_fact_asset(f) for f in FACTS]
+fact_assets: list[dg.AssetsDefinition] = [facts]
 star_assets = [*dimension_assets, *fact_assets]
