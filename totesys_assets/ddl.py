@@ -139,13 +139,18 @@ def version_index_statements(spec: TableSpec) -> tuple[list[sql.Composable], lis
     return drop, create
 
 
-def foreign_key_statements(spec: TableSpec, *, source_style: bool) -> list[sql.Composable]:
+def foreign_key_statements(
+    spec: TableSpec, *, source_style: bool, referencing: str | None = None
+) -> list[sql.Composable]:
     """ALTER TABLE … ADD CONSTRAINT … FOREIGN KEY, each guarded so a re-run is a no-op.
 
-    `source_style` adds the ON UPDATE CASCADE / ON DELETE actions of the real totesys schema.
+    `source_style` adds the ON UPDATE CASCADE / ON DELETE actions of the real totesys schema;
+    `referencing` keeps only the foreign keys to that table.
     """
     out: list[sql.Composable] = []
     for col in spec.foreign_keys:
+        if referencing is not None and col.references.split(".")[0] != referencing:  # type: ignore[union-attr]
+            continue
         ref_table, ref_col = col.references.split(".")  # type: ignore[union-attr]
         name = f"{spec.name}_{col.name}_fkey"
         actions = sql.SQL(f" ON UPDATE CASCADE ON DELETE {col.on_delete}" if source_style else "")

@@ -976,6 +976,16 @@ def test_first_bulk_load_copies_straight_in_with_the_same_result(pg):
     assert fetch(direct, FACT_INDEXES_QUERY) == fetch(staged, FACT_INDEXES_QUERY)
     constraints = "SELECT conname, contype, convalidated FROM pg_constraint WHERE conrelid = 'fact_sales_order'::regclass ORDER BY 1"
     assert fetch(direct, constraints) == fetch(staged, constraints)
+    # Every key of the schema is back, the dimensions' primary keys (rebuilt on their first load,
+    # with the facts' foreign keys to them) included.
+    everything = (
+        "SELECT conrelid::regclass::text, conname, contype, convalidated, pg_get_constraintdef(oid) "
+        "FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
+    )
+    assert fetch(direct, everything) == fetch(staged, everything)
+    assert ("dim_staff", "dim_staff_pkey", "p", True, "PRIMARY KEY (staff_id)") in fetch(direct, everything)
+    indexes = "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"
+    assert fetch(direct, indexes) == fetch(staged, indexes)
     # and a reload is the usual no-op
     again = direct.append_facts("fact_sales_order", frame("fact_sales_order", rows))
     assert (again.inserted, again.skipped) == (0, 20)

@@ -280,6 +280,36 @@ def _bulk_drop_statements(spec: TableSpec) -> list[sql.Composable]:
     return out + version_index_statements(spec)[0]
 
 
+def _referencing_facts(spec: TableSpec) -> list[TableSpec]:
+    """The fact tables with a foreign key to this dimension."""
+    return [
+        f
+        for f in WAREHOUSE_TABLES.values()
+        if f.is_fact and any(c.references.split(".")[0] == spec.name for c in f.foreign_keys)  # type: ignore[union-attr]
+    ]
+
+
+def _referencing_key_drop_statements(spec: TableSpec, facts: Sequence[TableSpec]) -> list[sql.Composable]:
+    """Drop the facts' foreign keys to a dimension, then the dimension's primary key."""
+    out = [
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
+            sql.Identifier(f.name), sql.Identifier(f"{f.name}_{c.name}_fkey")
+        )
+        for f in facts
+        for c in f.foreign_keys
+        if c.references.split(".")[0] == spec.name  # type: ignore[union-attr]
+    ]
+    return out + primary_key_statements(spec)[0]
+
+
+def _referencing_key_restore_statements(spec: TableSpec, facts: Sequence[TableSpec]) -> list[sql.Composable]:
+    memory = sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(BULK_MAINTENANCE_WORK_MEM))
+    restore: list[sql.Composable] = [memory, *primary_key_statements(spec)[1]]
+    for f in facts:
+        restore += foreign_key_statements(f, source_style=False, referencing=spec.name)
+    return restore
+
+
 def _bulk_restore_statements(spec: TableSpec) -> list[sql.Composable]:
     """Build the version indexes (one sort each) and re-validate the foreign keys set-based."""
     memory = sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(BULK_MAINTENANCE_WORK_MEM))
@@ -704,8 +734,8 @@ class WarehouseResource(dg.ConfigurableResource):
         empty (checked again under the exclusive lock); the caller then takes the staged path.
 
         Facts go oldest version first (serial record ids follow time) with their foreign keys,
-        primary key and version indexes dropped and rebuilt before COMMIT; dimensions (whose keys
-        the facts reference) go in key order.
+        primary key and version indexes dropped and rebuilt before COMMIT. Dimensions go in key
+        order; their primary key is rebuilt as well when the facts referencing it are empty.
         """
         url = self.resolved_url()
         table = sql.Identifier(spec.name)
@@ -734,6 +764,21 @@ class WarehouseResource(dg.ConfigurableResource):
                 if spec.is_fact:  # nothing references a fact's key, so it too can be rebuilt
                     for statement in [*_bulk_drop_statements(spec), *primary_key_statements(spec)[0]]:
                         execute(statement)
+                # A dimension's key is rebuilt too when the facts referencing it are empty (their
+                # foreign keys to it are then re-added without a row to check): ×100
+                # dim_transaction 2.2 -> 1.4 s.
+                referencing = [] if spec.is_fact else _referencing_facts(spec)
+                for fact in referencing:
+                    execute(
+                        sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(fact.name))
+                    )
+                rebuild_key = bool(referencing) and all(
+                    execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(f.name)))[0]
+                    for f in referencing
+                )
+                if rebuild_key:
+                    for statement in _referencing_key_drop_statements(spec, referencing):
+                        execute(statement)
                 frame = staged.sort(order).select(spec.insert_columns)
                 serials = [c.name for c in spec.columns if c.kind is Kind.SERIAL]
                 if serials and frame.height:
@@ -748,6 +793,9 @@ class WarehouseResource(dg.ConfigurableResource):
                 if spec.is_fact:
                     restore = _bulk_restore_statements(spec)  # SET maintenance_work_mem first
                     for statement in [restore[0], *primary_key_statements(spec)[1], *restore[1:]]:
+                        execute(statement)
+                if rebuild_key:
+                    for statement in _referencing_key_restore_statements(spec, referencing):
                         execute(statement)
                 conn.commit()
                 table_rows = frame.height  # the table was empty under the exclusive lock
