@@ -12,7 +12,6 @@ import dagster as dg
 import psycopg
 import pytest
 
-from totesys_assets.pipelining import read_ahead
 from totesys_assets.raw.assets import RAW_STEP, raw_asset_key, raw_assets
 from totesys_assets.resources.config import build_resources
 from totesys_assets.specs import SOURCE_TABLES
@@ -165,40 +164,6 @@ def test_definitions_load_with_eleven_partitioned_raw_assets():
         assert node.group_name == "raw"
         schema = node.metadata["dagster/column_schema"]
         assert [c.name for c in schema.columns] == SOURCE_TABLES[key.path[1]].column_names
-
-
-def test_read_ahead_keeps_order_bounds_the_lead_and_raises_where_the_item_is_taken():
-    """The raw step's pipelining: results come in order, the worker never runs more than `ahead`
-    items beyond the one the caller is on, an error surfaces when its item is taken (the items
-    before it were delivered), and stopping early runs nothing further."""
-    ahead = 2
-    taken = [-1]
-    too_early: list[int] = []
-    started: list[int] = []
-
-    def work(i: int) -> int:
-        started.append(i)
-        if i > taken[0] + 1 + ahead:
-            too_early.append(i)
-        if i == 5:
-            raise ValueError("table 5 failed")
-        return i * 10
-
-    got = []
-    with pytest.raises(ValueError, match="table 5 failed"):
-        for value in read_ahead(range(8), work, ahead=ahead):
-            taken[0] = value // 10
-            got.append(value)
-    assert got == [0, 10, 20, 30, 40]
-    assert too_early == []
-    assert 5 in started and not {6, 7} & set(started)  # nothing starts after a failure
-
-    started.clear()
-    taken[0] = -1
-    early = read_ahead(range(10), work, ahead=ahead)
-    assert next(early) == 0
-    early.close()  # the caller stops after the first item
-    assert set(started) <= {0, 1, 2}
 
 
 def test_one_selected_table_extracts_only_that_table(pg, lake_env, s3, monkeypatch):
