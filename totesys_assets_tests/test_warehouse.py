@@ -1052,3 +1052,125 @@ def test_checks_trust_enforced_constraints_and_count_what_is_not_enforced(pg):
     # outside the run's days nothing is counted
     other = Scope(["2024-11-16"])
     assert evaluate_primary_key(wh, spec, other).passed and evaluate_foreign_keys(wh, spec, other).passed
+
+
+def purchase_row(order_id: int, updated: dt.datetime, **changes) -> dict:
+    created = dt.datetime(2024, 11, 14, 8, 30)
+    row = dict(
+        purchase_order_id=order_id,
+        created_date=created.date(),
+        created_time=created.time(),
+        last_updated_date=updated.date(),
+        last_updated_time=updated.time(),
+        staff_id=2,
+        counterparty_id=1,
+        item_code="ZDOI5EA",
+        item_quantity=10 + order_id,
+        item_unit_price=Decimal("361.39"),
+        currency_id=2,
+        agreed_delivery_date=DAY + dt.timedelta(days=2),
+        agreed_payment_date=DAY,
+        agreed_delivery_location_id=3,
+    )
+    return {**row, **changes}
+
+
+EVERY_CONSTRAINT = (
+    "SELECT conrelid::regclass::text, conname, contype, convalidated, pg_get_constraintdef(oid) "
+    "FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2"
+)
+EVERY_INDEX = (
+    "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"
+)
+SIDE_BY_SIDE = ["fact_sales_order", "fact_purchase_order"]
+
+
+def _dimension_locks(conn: psycopg.Connection) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT relation::regclass::text FROM pg_locks WHERE pid = pg_backend_pid() "
+            "AND relation::regclass::text LIKE 'dim%' ORDER BY 1"
+        ).fetchall()
+    ]
+
+
+def test_concurrent_first_loads_do_not_queue_for_the_dimensions(pg):
+    """The facts step loads two empty facts at once. Without the window, a bulk load's first
+    statements (dropping its foreign keys) lock every dimension it references until COMMIT, so a
+    second load waits for all of the first; inside it, a load in progress holds no dimension lock
+    and the other load goes through. Afterwards the schema is exactly as loaded one at a time."""
+    url = pg.new_db("side_by_side")
+    # a lock wait fails after 1 s instead of hanging the test
+    wh = WarehouseResource(url=f"{url}&options=-c%20lock_timeout%3D1000", bulk_load_min_rows=2)
+    serial = WarehouseResource(url=pg.new_db("one_at_a_time"), bulk_load_min_rows=2)
+    sales = frame("fact_sales_order", [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, i)) for i in range(1, 6)])
+    purchases = frame(
+        "fact_purchase_order", [purchase_row(i, dt.datetime(2024, 11, 15, 10, 0, i)) for i in range(1, 4)]
+    )
+    for resource in (wh, serial):
+        seed_dimensions(resource)
+    from totesys_assets.resources.warehouse import _bulk_drop_statements
+
+    def hold_sales_load_open(conn: psycopg.Connection) -> list[str]:
+        """What the sales load does before its COPY, left open; the dimensions it then locks."""
+        conn.execute("BEGIN")
+        for statement in _bulk_drop_statements(WAREHOUSE_TABLES["fact_sales_order"]):
+            conn.execute(statement)
+        return _dimension_locks(conn)
+
+    # without the window: the second load cannot get past its first statements
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert "dim_date" in hold_sales_load_open(conn)
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            with psycopg.connect(wh.url, autocommit=True) as other:
+                other.execute("BEGIN")
+                for statement in _bulk_drop_statements(WAREHOUSE_TABLES["fact_purchase_order"]):
+                    other.execute(statement)
+        conn.execute("ROLLBACK")
+
+    with wh.concurrent_first_loads(SIDE_BY_SIDE) as lifted:
+        assert lifted == sorted(SIDE_BY_SIDE)
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert hold_sales_load_open(conn) == []
+            result = wh.append_facts("fact_purchase_order", purchases)  # the whole load, meanwhile
+            assert (result.inserted, result.bulk) == (3, True)
+            conn.execute("ROLLBACK")
+        assert wh.append_facts("fact_sales_order", sales).inserted == 5
+    serial.append_facts("fact_purchase_order", purchases)
+    serial.append_facts("fact_sales_order", sales)
+    assert fetch(wh, EVERY_CONSTRAINT) == fetch(serial, EVERY_CONSTRAINT)
+    assert fetch(wh, EVERY_INDEX) == fetch(serial, EVERY_INDEX)
+    for table in SIDE_BY_SIDE:
+        assert_frame_equal(wh.read_table(table), serial.read_table(table))
+
+
+def test_a_failed_load_inside_the_concurrent_window_gets_its_keys_back(pg):
+    """A load that fails inside the window rolls its table back to empty; on the way out its
+    foreign keys are added back, so the schema is whole again, and the error is the usual one."""
+    wh = WarehouseResource(url=pg.new_db("window_failure"), bulk_load_min_rows=2)
+    seed_dimensions(wh)
+    before = fetch(wh, EVERY_CONSTRAINT)
+    bad = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, i)) for i in range(1, 4)]
+    bad.append(sales_row(4, dt.datetime(2024, 11, 15, 10), design_id=999))
+    with pytest.raises(WarehouseLoadError) as err:
+        with wh.concurrent_first_loads(SIDE_BY_SIDE) as lifted:
+            assert lifted == sorted(SIDE_BY_SIDE)
+            assert len(fetch(wh, EVERY_CONSTRAINT)) < len(before)  # the keys are lifted meanwhile
+            wh.append_facts("fact_sales_order", frame("fact_sales_order", bad))
+    assert (err.value.table, err.value.column, err.value.value) == ("fact_sales_order", "design_id", "999")
+    assert wh.read_table("fact_sales_order").is_empty()
+    assert fetch(wh, EVERY_CONSTRAINT) == before
+
+
+def test_the_window_lifts_nothing_unless_two_facts_are_empty(pg):
+    wh = WarehouseResource(url=pg.new_db("window_one_empty"), bulk_load_min_rows=2)
+    seed_dimensions(wh)
+    one = frame("fact_sales_order", [sales_row(1, dt.datetime(2024, 11, 15, 9))])
+    wh.append_facts("fact_sales_order", one)
+    before = fetch(wh, EVERY_CONSTRAINT)
+    with wh.concurrent_first_loads(SIDE_BY_SIDE) as lifted:
+        assert lifted == []
+        assert fetch(wh, EVERY_CONSTRAINT) == before
+    with wh.concurrent_first_loads(["fact_purchase_order"]) as lifted:
+        assert lifted == []

@@ -267,17 +267,32 @@ def _reserve_serials_statement(table: str, column: str, count: int) -> str:
     )
 
 
-def _bulk_drop_statements(spec: TableSpec) -> list[sql.Composable]:
-    """Lock a fact table and drop its foreign keys and version indexes (bulk loads)."""
+def _foreign_key_drop_statements(spec: TableSpec) -> list[sql.Composable]:
+    """Drop a fact's foreign keys (each takes an ACCESS EXCLUSIVE lock on the dimension it references)."""
     table = sql.Identifier(spec.name)
-    out: list[sql.Composable] = [sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table)]
-    out += [
+    return [
         sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
             table, sql.Identifier(f"{spec.name}_{c.name}_fkey")
         )
         for c in spec.foreign_keys
     ]
-    return out + version_index_statements(spec)[0]
+
+
+def _foreign_key_restore_statements(spec: TableSpec) -> list[sql.Composable]:
+    """Add a fact's missing foreign keys back, each validated by one set-based scan.
+
+    The dimensions are locked first, in name order, as adding a key would lock them one by one:
+    loads that restore keys at the same time then queue instead of deadlocking.
+    """
+    dimensions = sorted({c.references.split(".")[0] for c in spec.foreign_keys})  # type: ignore[union-attr]
+    lock = sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(_idents(dimensions))
+    return [lock, *foreign_key_statements(spec, source_style=False)]
+
+
+def _bulk_drop_statements(spec: TableSpec) -> list[sql.Composable]:
+    """Lock a fact table and drop its foreign keys and version indexes (bulk loads)."""
+    lock = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(spec.name))
+    return [lock, *_foreign_key_drop_statements(spec), *version_index_statements(spec)[0]]
 
 
 def _referencing_facts(spec: TableSpec) -> list[TableSpec]:
@@ -313,7 +328,7 @@ def _referencing_key_restore_statements(spec: TableSpec, facts: Sequence[TableSp
 def _bulk_restore_statements(spec: TableSpec) -> list[sql.Composable]:
     """Build the version indexes (one sort each) and re-validate the foreign keys set-based."""
     memory = sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(BULK_MAINTENANCE_WORK_MEM))
-    return [memory, *version_index_statements(spec)[1], *foreign_key_statements(spec, source_style=False)]
+    return [memory, *version_index_statements(spec)[1], *_foreign_key_restore_statements(spec)]
 
 
 class _AdbcDiagnostics:
@@ -617,6 +632,54 @@ class WarehouseResource(dg.ConfigurableResource):
                     f"warehouse table {spec.name!r} has columns the spec does not know: {', '.join(extra)}"
                 )
 
+    @contextlib.contextmanager
+    def concurrent_first_loads(self, tables: Sequence[str]) -> Iterator[list[str]]:
+        """Lets the first loads of several empty facts run side by side; yields the tables whose
+        foreign keys it lifted (none unless at least two of them are empty).
+
+        A bulk load drops a fact's foreign keys and re-adds them before its COMMIT, and dropping a
+        foreign key locks the referenced dimension (ACCESS EXCLUSIVE) until then: a second load
+        would wait for the whole of the first. Here the foreign keys of the empty facts are dropped
+        up front, in one short transaction; each load adds its own back (validated against its rows)
+        before its COMMIT, so only those last steps queue for the dimensions. On the way out, any key
+        still missing (a load that failed rolled its table back to empty) is added back. The tables
+        are empty while their keys are lifted, so no stored row is ever unchecked; if the process
+        dies inside, the next `ensure_schema` adds the keys back.
+        """
+        specs = sorted((self._spec(t, fact=True) for t in tables), key=lambda spec: spec.name)
+
+        def lift() -> list[TableSpec]:
+            with self.connect() as conn, conn.transaction():
+                for spec in specs:
+                    conn.execute(
+                        sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(spec.name))
+                    )
+                empty = [
+                    spec
+                    for spec in specs
+                    if conn.execute(
+                        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(spec.name))
+                    ).fetchone()[0]  # type: ignore[index]
+                ]
+                if len(empty) < 2:
+                    return []
+                dimensions = sorted({c.references.split(".")[0] for spec in empty for c in spec.foreign_keys})  # type: ignore[union-attr]
+                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(_idents(dimensions)))
+                for spec in empty:
+                    for statement in _foreign_key_drop_statements(spec):
+                        conn.execute(statement)
+                return empty
+
+        lifted = self._with_schema(lift) if len(specs) >= 2 else []
+        try:
+            yield [spec.name for spec in lifted]
+        finally:
+            if lifted:
+                with self.connect() as conn, conn.transaction():
+                    for spec in lifted:
+                        for statement in _foreign_key_restore_statements(spec):
+                            conn.execute(statement)
+
     # -- loads ---------------------------------------------------------------------------------
 
     def upsert_dimension(
@@ -676,9 +739,15 @@ class WarehouseResource(dg.ConfigurableResource):
                                 conn.execute(statement)
                         cur = conn.execute(_append_statement(spec, on_conflict=not bulk))
                         inserted, updated = cur.rowcount, 0
-                        if bulk:
-                            for statement in _bulk_restore_statements(spec):
-                                conn.execute(statement)
+                        # (a table whose keys `concurrent_first_loads` lifted gets them back here,
+                        # checked against its rows, before COMMIT; otherwise these are no-ops)
+                        restore = (
+                            _bulk_restore_statements(spec)
+                            if bulk
+                            else foreign_key_statements(spec, source_style=False)
+                        )
+                        for statement in restore:
+                            conn.execute(statement)
                     else:
                         bulk = False
                         self._stage(conn, spec, staged)
