@@ -18,7 +18,7 @@ from pydantic import Field
 
 from totesys_assets.automation.conditions import dimension_condition, fact_condition, freshness_policy
 from totesys_assets.partitions import daily_partitions
-from totesys_assets.pipelining import read_ahead
+from totesys_assets.pipelining import concurrently
 from totesys_assets.raw.assets import OWNERS, raw_asset_key
 from totesys_assets.resources.lake import LakeResource, frame_to_parquet
 from totesys_assets.resources.warehouse import LoadResult, WarehouseResource
@@ -65,6 +65,9 @@ FACT_BY_NAME = {f.name: f for f in FACTS}
 FACTS_STEP = "facts_load"
 # Largest first: its load starts at once and the smallest one's bookkeeping is what is left at the end.
 FACT_LOAD_ORDER = ["fact_payment", "fact_sales_order", "fact_purchase_order"]
+# Facts loaded at once: one fact's client work (read, transform, COPY encoding) fills the core the
+# other's server work (index builds, foreign key scans) leaves idle. Two cores; two at a time.
+FACT_WORKERS = 2
 assert sorted(FACT_LOAD_ORDER) == sorted(FACT_BY_NAME)
 
 
@@ -254,10 +257,10 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
     """Load the selected facts for the run's days: read the raw days, transform, append, and
     write the processed zone.
 
-    That work runs on a worker thread, one fact after the other (each load is one transaction,
-    and a bulk load locks the dimensions its foreign keys reference until COMMIT), while this
-    thread has Dagster record the previous fact's per-day materialisations. Only one fact's
-    frames are in memory at a time.
+    That work runs on FACT_WORKERS threads, one fact each (each load is one transaction), while
+    this thread has Dagster record the per-day materialisations of the facts already done. First
+    loads of empty facts run inside `concurrent_first_loads`, so that they do not queue for the
+    dimensions their foreign keys reference (×100: 21.3 -> 13.1-13.4 s for the three loads).
     """
     days = context.partition_keys
     selected = [FACT_BY_NAME[n] for n in FACT_LOAD_ORDER if dg.AssetKey(n) in context.selected_asset_keys]
@@ -275,13 +278,16 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
         )
         return _FactLoad(table, result, frame.height)
 
-    for done in read_ahead(selected, load, ahead=1):
-        spec = done.table.spec
-        context.log.info(f"{spec.name} {days[0]}..{days[-1]}: {done.result}")
-        processed = lake.uri(lake.key("star", spec.name))
-        yield dg.MaterializeResult(
-            asset_key=spec.name, metadata=_materialize_metadata(done.result, processed, done.frame_rows)
-        )
+    with warehouse.concurrent_first_loads([t.name for t in selected]) as lifted:
+        if lifted:
+            context.log.info(f"first loads of {', '.join(lifted)} run side by side (foreign keys lifted)")
+        for done in concurrently(selected, load, workers=FACT_WORKERS):
+            spec = done.table.spec
+            context.log.info(f"{spec.name} {days[0]}..{days[-1]}: {done.result}")
+            processed = lake.uri(lake.key("star", spec.name))
+            yield dg.MaterializeResult(
+                asset_key=spec.name, metadata=_materialize_metadata(done.result, processed, done.frame_rows)
+            )
 
 
 dimension_assets: list[dg.AssetsDefinition] = [dim_date, *(build_dimension_asset(d) for d in DIMENSIONS)]
