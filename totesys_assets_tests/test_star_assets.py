@@ -208,6 +208,33 @@ def test_selecting_one_fact_loads_that_fact_alone(small_source, env):
     assert got["fact_payment"] == got["fact_sales_order"] == 0
 
 
+def test_a_failing_dimension_check_blocks_the_facts_and_checks_run_alone(small_source, env):
+    """The checks of each group share one step, yet each is its own blocking check: a dimension
+    check that fails (a NULL stored behind the loader's back) keeps the facts of the same run from
+    loading, and one check can be run alone."""
+    url, first, last = small_source
+    resources = build_resources()
+    assert materialize_range(ALL, resources, first, last, selection=RAW).success
+    assert dg.materialize(ALL, resources=resources, selection=DIMS).success
+    with psycopg.connect(env["warehouse"], autocommit=True) as conn:
+        conn.execute("ALTER TABLE dim_staff ALTER COLUMN location DROP NOT NULL")
+        conn.execute(
+            "INSERT INTO dim_staff (staff_id, first_name, last_name, department_name, location, email_address) "
+            "VALUES (99999, 'Ghost', 'Row', 'Sales', NULL, 'ghost@terrifictotes.com')"
+        )
+    both = materialize_range(ALL, resources, first, last, selection=DIMS | FACTS, raise_on_error=False)
+    assert check_results([both])["dim_staff:not_null"] is False
+    assert not [m for m in both.get_asset_materialization_events() if m.asset_key.path[0].startswith("fact_")]
+    assert counts(env["warehouse"])["fact_sales_order"] == 0
+
+    only = dg.AssetCheckKey(dg.AssetKey("dim_staff"), "not_null")
+    alone = dg.materialize(
+        ALL, resources=resources, selection=dg.AssetSelection.checks(only), raise_on_error=False
+    )
+    assert check_results([alone]) == {"dim_staff:not_null": False}
+    assert not alone.get_asset_materialization_events()
+
+
 @pytest.mark.parametrize(
     ("statement", "expected"),
     [

@@ -13,12 +13,14 @@ enabled. Those make a violation impossible, so the check passes naming the const
 a disabled trigger) is counted in the data, and a violation there fails the check.
 """
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
 from psycopg import sql
 
 from totesys_assets.partitions import daily_partitions
+from totesys_assets.pipelining import concurrently
 from totesys_assets.resources.lake import LakeResource
 from totesys_assets.resources.warehouse import WarehouseResource
 from totesys_assets.specs import LAST_UPDATED, SOURCE_TABLES, WAREHOUSE_TABLES, Column, TableSpec
@@ -210,67 +212,112 @@ def evaluate_foreign_keys(warehouse: WarehouseResource, spec: TableSpec, scope: 
     )
 
 
-def build_checks(spec: TableSpec) -> list[dg.AssetChecksDefinition]:
-    asset = dg.AssetKey(spec.name)
+@dataclass(frozen=True)
+class TableCheck:
+    """One check of one warehouse table: its name, what it promises, and how it is evaluated."""
+
+    spec: TableSpec
+    name: str
+    description: str
+    evaluate: Callable[[LakeResource, WarehouseResource, TableSpec, Scope], dg.AssetCheckResult]
+
+    @property
+    def key(self) -> dg.AssetCheckKey:
+        return dg.AssetCheckKey(dg.AssetKey(self.spec.name), self.name)
+
+
+def evaluate_reconcile(
+    lake: LakeResource, warehouse: WarehouseResource, spec: TableSpec, scope: Scope
+) -> dg.AssetCheckResult:
+    """A fact holds exactly one row per distinct version of its raw source in the scope's days."""
+    source = SOURCE_TABLES[spec.source_table]  # type: ignore[index]
+    keys = [source.primary_key, LAST_UPDATED.name]
+    versions = lake.read_raw(source.name, days=scope.days, columns=keys).unique().height
+    count = sql.SQL("SELECT count(*) FROM {}{}").format(_ident(spec.name), scope.where())
+    rows = int(warehouse.scalar(count, scope.params))
+    return dg.AssetCheckResult(
+        passed=rows == versions,
+        metadata={
+            "scope": scope.label(),
+            "lake_versions": versions,
+            "warehouse_rows": rows,
+            "difference": rows - versions,
+        },
+    )
+
+
+def table_checks(spec: TableSpec) -> list[TableCheck]:
+    """The checks of one table, generated from its spec."""
     key_desc = ", ".join(spec.natural_key) if spec.natural_key else spec.primary_key
-
-    @dg.asset_check(
-        asset=asset, name="primary_key_unique", blocking=True,
-        description=f"No two rows of {spec.name} share ({key_desc}).",
-    )  # fmt: skip
-    def _pk(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return evaluate_primary_key(warehouse, spec, Scope.of(spec, context))
-
-    @dg.asset_check(
-        asset=asset, name="not_null", blocking=True,
-        description=f"The NOT NULL columns of {spec.name} hold no NULL.",
-    )  # fmt: skip
-    def _not_null(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-    ) -> dg.AssetCheckResult:
-        return evaluate_not_null(warehouse, spec, Scope.of(spec, context))
-
-    checks = [_pk, _not_null]
+    checks = [
+        TableCheck(
+            spec, "primary_key_unique", f"No two rows of {spec.name} share ({key_desc}).",
+            lambda lake, wh, spec, scope: evaluate_primary_key(wh, spec, scope),
+        ),
+        TableCheck(
+            spec, "not_null", f"The NOT NULL columns of {spec.name} hold no NULL.",
+            lambda lake, wh, spec, scope: evaluate_not_null(wh, spec, scope),
+        ),
+    ]  # fmt: skip
     if spec.foreign_keys:
-
-        @dg.asset_check(
-            asset=asset, name="foreign_keys_resolve", blocking=True,
-            description=f"Every id and date of {spec.name} has its dimension row.",
+        checks.append(
+            TableCheck(
+                spec, "foreign_keys_resolve", f"Every id and date of {spec.name} has its dimension row.",
+                lambda lake, wh, spec, scope: evaluate_foreign_keys(wh, spec, scope),
+            )
         )  # fmt: skip
-        def _fks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-            return evaluate_foreign_keys(warehouse, spec, Scope.of(spec, context))
-
-        checks.append(_fks)
-
     if spec.is_fact:
         source = SOURCE_TABLES[spec.source_table]  # type: ignore[index]
-
-        @dg.asset_check(
-            asset=asset, name="reconciles_with_lake", blocking=True,
-            description=f"{spec.name} holds exactly one row per distinct version of raw/{source.name}.",
-        )  # fmt: skip
-        def _reconcile(
-            context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-        ) -> dg.AssetCheckResult:
-            scope = Scope.of(spec, context)
-            keys = [source.primary_key, LAST_UPDATED.name]
-            versions = lake.read_raw(source.name, days=scope.days, columns=keys).unique().height
-            count = sql.SQL("SELECT count(*) FROM {}{}").format(_ident(spec.name), scope.where())
-            rows = int(warehouse.scalar(count, scope.params))
-            return dg.AssetCheckResult(
-                passed=rows == versions,
-                metadata={
-                    "scope": scope.label(),
-                    "lake_versions": versions,
-                    "warehouse_rows": rows,
-                    "difference": rows - versions,
-                },
-            )
-
-        checks.append(_reconcile)
+        description = f"{spec.name} holds exactly one row per distinct version of raw/{source.name}."
+        # first: reading the lake makes it the slowest, so it starts at once
+        checks.insert(0, TableCheck(spec, "reconciles_with_lake", description, evaluate_reconcile))
     return checks
 
 
+def build_checks(name: str, specs: list[TableSpec]) -> dg.AssetChecksDefinition:
+    """The checks of a group of tables as one step: each is still its own blocking check of its own
+    table (selectable alone), but the step evaluates the selected ones CHECK_WORKERS at a time.
+
+    One step per check cost ~25 ms of Dagster bookkeeping each (28 steps), and the facts' three
+    lake reconciliations (0.4-1.5 s each at ×100) ran one after the other on a single core.
+    """
+    checks = [check for spec in specs for check in table_checks(spec)]
+
+    @dg.multi_asset_check(
+        name=name,
+        specs=[
+            dg.AssetCheckSpec(c.name, asset=c.spec.name, blocking=True, description=c.description)
+            for c in checks
+        ],
+        can_subset=True,
+    )
+    def _checks(
+        context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        selected = [c for c in checks if c.key in context.selected_asset_check_keys]
+
+        def evaluate(check: TableCheck) -> dg.AssetCheckResult:
+            result = check.evaluate(lake, warehouse, check.spec, Scope.of(check.spec, context))
+            return dg.AssetCheckResult(
+                asset_key=check.key.asset_key,
+                check_name=check.name,
+                passed=result.passed,
+                metadata=result.metadata,
+                severity=result.severity,
+                description=result.description,
+            )
+
+        yield from concurrently(selected, evaluate, workers=CHECK_WORKERS)
+
+    return _checks
+
+
+DIMENSION_CHECKS = "dimension_checks"
+FACT_CHECKS = "fact_checks"
+# Checks evaluated at once: each is a catalog lookup, a query or a lake read (threads release the GIL).
+CHECK_WORKERS = 3
+
 star_checks: list[dg.AssetChecksDefinition] = [
-    c for spec in WAREHOUSE_TABLES.values() for c in build_checks(spec)
+    build_checks(DIMENSION_CHECKS, [s for s in WAREHOUSE_TABLES.values() if not s.is_fact]),
+    build_checks(FACT_CHECKS, [s for s in WAREHOUSE_TABLES.values() if s.is_fact]),
 ]
