@@ -32,12 +32,13 @@ from totesys_assets.resources.config import build_resources
 from totesys_assets.resources.lake import RawLakeIOManager
 from totesys_assets.specs import SOURCE_TABLE_NAMES, WAREHOUSE_TABLES
 from totesys_assets.star.assets import star_assets
-from totesys_assets.star.checks import star_checks
+from totesys_assets.star.checks import DIMENSION_CHECKS, FACT_CHECKS, star_checks
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 PARTITION = "dagster/partition"
 BENCH_JOB = "bench_pipeline"
+CHECK_STEPS = {DIMENSION_CHECKS, FACT_CHECKS}
 GROUPS = {"raw": "raw", "dimensions": "dimensions", "facts": "facts"}
 
 # --- time inside the IO manager (ours), per step ------------------------------------------------
@@ -137,8 +138,9 @@ def breakdown(instance: dg.DagsterInstance, run_id: str, wall: float, called_at:
         marks = steps[step]
         if kind == "STEP_START":
             marks["start"] = entry.timestamp
-        elif kind == "STEP_OUTPUT" and "output" not in marks:
-            marks["output"] = entry.timestamp
+        elif kind == "STEP_OUTPUT":
+            marks.setdefault("output", entry.timestamp)
+            marks["last_output"] = entry.timestamp
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
             marks["end"] = entry.timestamp
     per_step = {}
@@ -146,7 +148,9 @@ def breakdown(instance: dg.DagsterInstance, run_id: str, wall: float, called_at:
     for step, marks in steps.items():
         if "start" not in marks:
             continue
-        compute = marks.get("output", marks.get("end", marks["start"])) - marks["start"]
+        # A checks step yields its results as they finish (one output each): all of it is ours.
+        output = marks.get("last_output" if step in CHECK_STEPS else "output")
+        compute = (output or marks.get("end", marks["start"])) - marks["start"]
         # load_input runs before STEP_OUTPUT (already inside `compute`); handle_output after it.
         handle = io_by_step.get(("handle_output", step), 0.0)
         ours = compute + handle
