@@ -650,25 +650,32 @@ class WarehouseResource(dg.ConfigurableResource):
 
         def lift() -> list[TableSpec]:
             with self.connect() as conn, conn.transaction():
-                for spec in specs:
-                    conn.execute(
-                        sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(spec.name))
-                    )
-                empty = [
-                    spec
-                    for spec in specs
-                    if conn.execute(
-                        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(spec.name))
-                    ).fetchone()[0]  # type: ignore[index]
-                ]
-                if len(empty) < 2:
+
+                def empty(candidates: list[TableSpec]) -> list[TableSpec]:
+                    is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})")
+                    return [
+                        spec
+                        for spec in candidates
+                        if conn.execute(is_empty.format(sql.Identifier(spec.name))).fetchone()[0]  # type: ignore[index]
+                    ]
+
+                # A look without locks first: a run with loaded facts (every incremental run) must
+                # not queue behind, or hold up, the readers of the fact tables.
+                candidates = empty(specs)
+                if len(candidates) < 2:
                     return []
-                dimensions = sorted({c.references.split(".")[0] for spec in empty for c in spec.foreign_keys})  # type: ignore[union-attr]
-                conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(_idents(dimensions)))
-                for spec in empty:
+                lock = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE")
+                conn.execute(lock.format(_idents([spec.name for spec in candidates])))
+                lifted = empty(candidates)  # again, under the lock
+                if len(lifted) < 2:
+                    return []
+                referenced = {c.references.split(".")[0] for spec in lifted for c in spec.foreign_keys}  # type: ignore[union-attr]
+                dimensions = sorted(referenced)
+                conn.execute(lock.format(_idents(dimensions)))
+                for spec in lifted:
                     for statement in _foreign_key_drop_statements(spec):
                         conn.execute(statement)
-                return empty
+                return lifted
 
         lifted = self._with_schema(lift) if len(specs) >= 2 else []
         try:
