@@ -21,6 +21,9 @@ load, the constraints are re-validated before commit, and a failure restores the
 A large first load into an empty table skips staging altogether: the sorted Arrow frame goes in by
 ADBC's binary COPY (about twice as fast as CSV), in one transaction on an ADBC connection, with
 the same constraint handling and the same error messages (ADBC's diagnostics are mapped).
+Several first loads of empty facts at once (`concurrent_first_loads`) have their foreign keys
+dropped up front in one short transaction of their own, so they do not queue for the dimensions;
+each load re-adds its keys before its COMMIT, and the window restores any a failed load left out.
 
 CSV keeps NULL and the empty string apart (NULL is an unquoted empty field, Polars quotes an empty
 string as ""), money travels as exact decimal text, times keep their fractions.
