@@ -9,8 +9,8 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def read_ahead(items: Iterable[_T], work: Callable[[_T], _R], ahead: int) -> Iterator[_R]:
-    """`work(item)` for each item in order, computed on one worker thread up to `ahead` items
+def read_ahead(items: Iterable[_T], work: Callable[[_T], _R], ahead: int, workers: int = 1) -> Iterator[_R]:
+    """`work(item)` for each item in order, computed on `workers` threads up to `ahead` items
     before the caller asks for them.
 
     An error is raised where its item's result is taken, and no later item is started after it
@@ -29,7 +29,7 @@ def read_ahead(items: Iterable[_T], work: Callable[[_T], _R], ahead: int) -> Ite
             raise
 
     pending: list[Future[_R]] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read-ahead") as pool:
         try:
             for item in items:
                 pending.append(pool.submit(guarded, item))

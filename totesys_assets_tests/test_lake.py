@@ -1,13 +1,21 @@
-"""The lake's day objects on a local folder: merging new versions into a day, and the encoding."""
+"""The lake's day objects on a local folder: merging new versions into a day, and encoding new days
+ahead of the IO manager."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+import dagster as dg
 import polars as pl
 from dagster_aws.s3 import S3Resource
 
-from totesys_assets.resources.lake import LakeResource
+from totesys_assets.partitions import daily_partitions
+from totesys_assets.resources.lake import (
+    LakeResource,
+    RawDays,
+    RawLakeIOManager,
+    split_raw_days,
+)
 from totesys_assets.specs import SOURCE_TABLES
 
 SPEC = SOURCE_TABLES["currency"]
@@ -49,3 +57,57 @@ def test_a_day_keeps_each_version_once_and_the_last_copy_of_a_repeated_one(tmp_p
         == 1
     )
     assert lake.read_raw("currency", ["2024-01-02"]).height == 3
+
+
+def _frame_of_days() -> pl.DataFrame:
+    """Currency versions over two days, in no particular order."""
+    return _rows(
+        (3, "EUR", datetime(2024, 1, 3, 9)),
+        (2, "USD", datetime(2024, 1, 2, 10)),
+        (1, "GBP", datetime(2024, 1, 3, 8)),
+        (4, "JPY", datetime(2024, 1, 2, 10)),
+    )
+
+
+def test_new_days_are_encoded_as_write_raw_day_would_store_them(tmp_path):
+    days = ["2024-01-02", "2024-01-03", "2024-01-04"]
+    split = split_raw_days(SPEC, _frame_of_days(), days, encode_days={"2024-01-02", "2024-01-04"})
+    # every day is there (an empty one too); only requested days holding rows are encoded
+    assert list(split) == days and split["2024-01-04"].is_empty()
+    assert set(split.encoded) == {"2024-01-02"}
+    assert split["2024-01-03"]["currency_id"].to_list() == [1, 3]  # sorted: last_updated, then key
+
+    lake = LakeResource(url=str(tmp_path), s3=S3Resource())
+    lake.write_raw_day(
+        "currency", "2024-01-02", _frame_of_days().filter(pl.col("currency_id").is_in([2, 4])), None
+    )
+    assert split.encoded["2024-01-02"] == lake.get(lake.raw_key("currency", "2024-01-02"))
+
+    # an extract whose key repeats is left to write_raw_day's de-duplication
+    repeated = pl.concat([_frame_of_days(), _frame_of_days()])
+    assert split_raw_days(SPEC, repeated, days, encode_days=days).encoded == {}
+
+
+def _handle(lake: LakeResource, obj: RawDays, first: str, last: str) -> None:
+    context = dg.build_output_context(
+        asset_key=dg.AssetKey(["raw", "currency"]),
+        asset_partitions_def=daily_partitions,
+        asset_partition_key_range=dg.PartitionKeyRange(first, last),
+    )
+    RawLakeIOManager(lake=lake).handle_output(context, obj)
+
+
+def test_encoded_days_are_stored_as_is_but_a_day_already_in_the_lake_is_merged(tmp_path):
+    lake = LakeResource(url=str(tmp_path), s3=S3Resource())
+    t1 = datetime(2024, 1, 2, 9)
+    lake.write_raw_day("currency", "2024-01-02", _rows((9, "CHF", t1)), None)
+
+    # encoded bytes stand for "the day as a new object": here both days claim to be new
+    days = ["2024-01-02", "2024-01-03"]
+    split = split_raw_days(SPEC, _frame_of_days(), days, encode_days=days)
+    assert set(split.encoded) == set(days)
+    _handle(lake, split, *days)
+
+    # the new day is stored as encoded; the day the lake held keeps its version and gains the new
+    assert lake.get(lake.raw_key("currency", "2024-01-03")) == split.encoded["2024-01-03"]
+    assert sorted(lake.read_raw("currency", ["2024-01-02"])["currency_id"].to_list()) == [2, 4, 9]

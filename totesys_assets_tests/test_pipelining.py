@@ -42,6 +42,19 @@ def test_read_ahead_keeps_order_bounds_the_lead_and_raises_where_the_item_is_tak
     assert set(started) <= {0, 1, 2}
 
 
+def test_read_ahead_on_two_workers_runs_two_items_at_once_and_still_yields_in_order():
+    """The raw step extracts two tables at a time; Dagster still stores them in the given order."""
+    together = threading.Barrier(2, timeout=10)
+
+    def work(i: int) -> int:
+        if i in (0, 1):
+            together.wait()  # items 0 and 1 run at the same time, or this times out
+            time.sleep(0.3 if i == 0 else 0.0)  # the first finishes last
+        return i
+
+    assert list(read_ahead(range(5), work, ahead=3, workers=2)) == [0, 1, 2, 3, 4]
+
+
 def test_concurrently_runs_up_to_workers_at_once_and_yields_in_finishing_order():
     """The facts step: the first `workers` items start together, a slow one does not hold back
     the results of those after it, and never more than `workers` run at once."""
