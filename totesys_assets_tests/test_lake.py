@@ -1,5 +1,5 @@
-"""The lake's day objects on a local folder: merging new versions into a day, and encoding new days
-ahead of the IO manager."""
+"""The lake's day objects on a local folder: merging new versions into a day, encoding new days
+ahead of the IO manager, and reading many objects at once."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from datetime import datetime
 
 import dagster as dg
 import polars as pl
+import pytest
 from dagster_aws.s3 import S3Resource
 
 from totesys_assets.partitions import daily_partitions
 from totesys_assets.resources.lake import (
+    LakeError,
     LakeResource,
     RawDays,
     RawLakeIOManager,
+    frame_to_parquet,
     split_raw_days,
 )
 from totesys_assets.specs import SOURCE_TABLES
@@ -111,3 +114,28 @@ def test_encoded_days_are_stored_as_is_but_a_day_already_in_the_lake_is_merged(t
     # the new day is stored as encoded; the day the lake held keeps its version and gains the new
     assert lake.get(lake.raw_key("currency", "2024-01-03")) == split.encoded["2024-01-03"]
     assert sorted(lake.read_raw("currency", ["2024-01-02"])["currency_id"].to_list()) == [2, 4, 9]
+
+
+def test_many_local_objects_are_read_together_and_a_bad_one_is_still_named(tmp_path, monkeypatch):
+    lake = LakeResource(url=str(tmp_path), s3=S3Resource())
+    frame = _frame_of_days()
+    for day, part in split_raw_days(SPEC, frame, ["2024-01-02", "2024-01-03"]).items():
+        lake.write_raw_day("currency", day, part, None)
+    one_by_one = pl.concat(
+        f for f in lake.get_frames(lake.list_keys("raw/currency/"), SPEC).values() if f is not None
+    )
+
+    # one Polars read of every object (no per-object reads), the same rows in the same order
+    def no_per_object_reads(*args, **kwargs):
+        raise AssertionError("read object by object")
+
+    with monkeypatch.context() as m:
+        m.setattr(LakeResource, "get_frames", no_per_object_reads)
+        assert lake.read_raw("currency").equals(one_by_one)
+        assert lake.read_raw("currency", columns=["currency_id"]).equals(one_by_one.select("currency_id"))
+
+    # an object with another schema: the per-object read names the table and the types
+    bad = frame.with_columns(pl.col("currency_id").cast(pl.Int64)).head(1)
+    lake.put(lake.raw_key("currency", "2024-01-04"), frame_to_parquet(bad))
+    with pytest.raises(LakeError, match="lake object for 'currency' has schema"):
+        lake.read_raw("currency")

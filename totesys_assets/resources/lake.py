@@ -181,6 +181,24 @@ class LakeResource(dg.ConfigurableResource):
         with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(keys))) as pool:
             return dict(zip(keys, pool.map(read, keys), strict=True))
 
+    def _read_local_together(
+        self, keys: list[str], spec: TableSpec, columns: list[str] | None
+    ) -> pl.DataFrame | None:
+        """Many local objects as one frame, read by one Polars call on its own threads (×100
+        payment, 532 objects: 0.33 -> 0.07 s; the thread pool of `get_frames` pays Python and
+        decoder set-up per object).
+
+        None unless every object is there with the table's schema: the caller then reads them
+        one by one, which skips a missing object and names a bad one.
+        """
+        root = self._local_root()
+        try:
+            frame = pl.read_parquet([str(root / key) for key in keys], columns=columns)
+        except (OSError, pl.exceptions.PolarsError):
+            return None
+        expected = spec.polars_schema if columns is None else {c: spec.polars_schema[c] for c in columns}
+        return frame if frame.schema == pl.Schema(expected) else None
+
     def put_frames(self, frames: dict[str, pl.DataFrame]) -> None:
         """Write many frames as Parquet objects (key -> frame) on a few threads, each atomically."""
 
@@ -221,6 +239,10 @@ class LakeResource(dg.ConfigurableResource):
 
     def _read_raw_keys(self, table: str, keys: list[str], columns: list[str] | None = None) -> pl.DataFrame:
         spec = SOURCE_TABLES[table]
+        if keys and not self.is_s3:
+            together = self._read_local_together(keys, spec, columns)
+            if together is not None:
+                return together
         frames = [f for f in self.get_frames(keys, spec, columns).values() if f is not None]
         if frames:
             return pl.concat(frames, how="vertical")
