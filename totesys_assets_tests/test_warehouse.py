@@ -275,6 +275,30 @@ def test_ddl_runs_twice_without_changing_anything(wh):
     assert_frame_equal(wh.read_table("fact_sales_order"), data_before)
 
 
+def test_the_b_tree_version_time_index_of_earlier_warehouses_becomes_brin(wh):
+    """Facts are stored in version-time order, so the index on the version's day is BRIN (one scan
+    to build); a warehouse made before that gets it converted by `ensure_schema`, rows untouched."""
+    seed_dimensions(wh)
+    wh.append_facts(
+        "fact_sales_order", frame("fact_sales_order", [sales_row(1, dt.datetime(2024, 11, 15, 10))])
+    )
+    data_before = wh.read_table("fact_sales_order")
+    index = "fact_sales_order_last_updated_date_idx"
+    query = "SELECT indexdef FROM pg_indexes WHERE indexname = %s"
+    assert "USING brin (last_updated_date)" in fetch(wh, query, (index,))[0][0]
+    with psycopg.connect(wh.url, autocommit=True) as conn:  # type: ignore[arg-type]
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index)))
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON fact_sales_order (last_updated_date, last_updated_time)").format(
+                sql.Identifier(index)
+            )
+        )
+    assert "USING btree" in fetch(wh, query, (index,))[0][0]
+    wh.ensure_schema(force=True)
+    assert "USING brin (last_updated_date)" in fetch(wh, query, (index,))[0][0]
+    assert_frame_equal(wh.read_table("fact_sales_order"), data_before)
+
+
 def test_ensure_schema_runs_once_per_process(wh):
     with psycopg.connect(wh.url, autocommit=True) as conn:  # type: ignore[arg-type]
         conn.execute("DROP VIEW fact_payment_current")
@@ -496,6 +520,7 @@ def test_large_fact_load_validates_foreign_keys_set_based(pg):
         "fact_sales_order_pkey",
         "fact_sales_order_version_key",
     ]
+    assert "USING brin" in indexes[0][1]  # rebuilt as it was, not as a b-tree
     # loaded newest first: record ids must still follow time
     rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, 10 - i)) for i in range(1, 6)]
     loaded = wh.append_facts("fact_sales_order", frame("fact_sales_order", rows))
