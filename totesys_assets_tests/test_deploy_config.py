@@ -500,6 +500,45 @@ def test_pooled_event_log_stores_the_same_rows_as_the_stock_storage(tmp_path, pg
     assert {row[2] for row in stock["checks"] if row[3] == "PLANNED"} == set(_daily.get_partition_keys())
 
 
+def test_planned_events_serialised_from_a_template_are_exactly_dagsters(tmp_path, pg, monkeypatch):
+    """A range run's planned materialisations are serialised from one template per asset: every
+    row is what `_event_to_row` (dagster-postgres) makes of that event, its own partition and time."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    url = pg.new_db("dagster_template")
+    monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(url))
+    templated: list[str | None] = []
+    from_template = PooledPostgresEventLogStorage._row_from_template
+
+    def counted(self, template, event):
+        templated.append(event.get_dagster_event().partition)
+        return from_template(self, template, event)
+
+    monkeypatch.setattr(PooledPostgresEventLogStorage, "_row_from_template", counted)
+    instance = dg.DagsterInstance.from_config(str(_home_with(tmp_path, "dagster.local.yaml")))
+    try:
+        tags = {
+            "dagster/asset_partition_range_start": "2024-01-01",
+            "dagster/asset_partition_range_end": "2024-02-29",
+        }
+        result = dg.materialize([versioned_daily_asset], instance=instance, tags=tags)
+        assert result.success
+        planned = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+        days = _daily.get_partition_keys()
+        assert [e.get_dagster_event().partition for e in planned] == days
+        # all but the first (serialised in full to check the template) came from the template
+        assert templated == days[1:]
+        storage = instance.event_log_storage
+        assert storage._event_rows(planned) == [storage._event_to_row(e) for e in planned]
+        with psycopg.connect(url) as conn:
+            mismatched = conn.execute(
+                "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION_PLANNED' "
+                "AND event::jsonb #>> '{dagster_event,event_specific_data,partition}' IS DISTINCT FROM partition"
+            ).fetchone()
+        assert mismatched == (0,)
+    finally:
+        instance.dispose()
+
+
 def test_pooled_event_log_respects_an_explicit_batch_size(tmp_path, pg, monkeypatch):
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
     monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(pg.new_db("dagster_nobatch")))
