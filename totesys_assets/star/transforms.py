@@ -85,12 +85,15 @@ def _last_of_run(key: list[str]) -> pl.Expr:
     return same_key_as_next(key).not_()
 
 
-def _finish(name: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """Select and cast to the warehouse table's insert columns, sort by key, validate."""
+def _finish(name: str, frame: pl.DataFrame, *, sorted_by_key: bool = False) -> pl.DataFrame:
+    """Select and cast to the warehouse table's insert columns, sort by key (unless the caller's
+    rows already are), validate."""
     spec = WAREHOUSE_TABLES[name]
     schema = spec.polars_schema
     key = list(spec.natural_key) if spec.is_fact else [spec.primary_key]
-    out = frame.select(pl.col(c).cast(schema[c]) for c in spec.insert_columns).sort(key)
+    out = frame.select(pl.col(c).cast(schema[c]) for c in spec.insert_columns)
+    if not sorted_by_key:
+        out = out.sort(key)
     validate_frame(spec, out, sorted_by_key=True)
     return out
 
@@ -247,7 +250,13 @@ def _fact(name: str, frame: pl.DataFrame) -> pl.DataFrame:
     assert table is not None, f"{name} has no source table"
     source = SOURCE_TABLES[table]
     pk = source.primary_key
-    versions = _sorted_versions(conform_source(frame, table), pk).filter(_last_of_run([pk, LAST_UPDATED]))
+    renames = _FACT_RENAMES.get(name, {})
+    # Only the columns the fact keeps are sorted and carried (payment's account numbers are not).
+    kept = set(WAREHOUSE_TABLES[name].insert_columns)
+    used = [c for c in source.column_names if c in ("created_at", LAST_UPDATED) or renames.get(c, c) in kept]
+    versions = _sorted_versions(conform_source(frame, table).select(used), pk).filter(
+        _last_of_run([pk, LAST_UPDATED])
+    )
     text_dates = [c.name for c in source.columns if c.kind is Kind.DATE_TEXT]
     split = _parse_iso_dates(name, table, versions, text_dates).with_columns(
         created_date=pl.col("created_at").dt.date(),
@@ -255,7 +264,8 @@ def _fact(name: str, frame: pl.DataFrame) -> pl.DataFrame:
         last_updated_date=pl.col(LAST_UPDATED).dt.date(),
         last_updated_time=pl.col(LAST_UPDATED).dt.time(),
     )
-    return _finish(name, split.rename(_FACT_RENAMES.get(name, {})))
+    # Sorted by (id, last_updated), hence by the natural key (id, its date, its time): no re-sort.
+    return _finish(name, split.rename(renames), sorted_by_key=True)
 
 
 def _parse_iso_dates(target: str, table: str, rows: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
