@@ -12,8 +12,10 @@ import dagster as dg
 import psycopg
 import pytest
 
-from totesys_assets.raw.assets import RAW_STEP, raw_asset_key, raw_assets
+from totesys_assets.partitions import daily_partitions
+from totesys_assets.raw.assets import ENCODE_AHEAD_MIN_DAYS, RAW_STEP, raw_asset_key, raw_assets
 from totesys_assets.resources.config import build_resources
+from totesys_assets.resources.lake import LakeResource
 from totesys_assets.specs import SOURCE_TABLES
 from totesys_assets_tests.helpers import frame_rows, raw_materializations, s3_objects, source_rows
 
@@ -145,6 +147,42 @@ def test_rematerialising_changes_nothing_and_updates_keep_every_version(pg, lake
     assert frame_rows(after.filter(after["sales_order_id"] != order_id), "sales_order") == frame_rows(
         before.filter(before["sales_order_id"] != order_id), "sales_order"
     )
+
+
+def test_a_backfill_stores_the_days_its_workers_encoded_and_merges_days_the_lake_holds(
+    pg, lake_env, s3, monkeypatch
+):
+    """A run of ENCODE_AHEAD_MIN_DAYS or more has its extraction workers encode the days the lake
+    does not hold; the IO manager stores those bytes and merges (write_raw_day) only the rest."""
+    url, _ = pg.new_source("src", seed=11, days=40)
+    monkeypatch.setenv("TOTESYS_DB_URL", url)
+    with psycopg.connect(url) as conn:
+        first, last = conn.execute(
+            "SELECT min(last_updated)::date, max(last_updated)::date FROM sales_order"
+        ).fetchone()
+    days = dg.PartitionKeyRange(first.isoformat(), last.isoformat())
+    assert len(daily_partitions.get_partition_keys_in_range(days)) >= ENCODE_AHEAD_MIN_DAYS
+    merged: list[str] = []
+    write_raw_day = LakeResource.write_raw_day
+
+    def counted(self, table, day, new, existing):
+        if new.height:
+            merged.append(day)
+        return write_raw_day(self, table, day, new, existing)
+
+    monkeypatch.setattr(LakeResource, "write_raw_day", counted)
+    only = {"assets": raw_assets, "selection": [raw_asset_key("sales_order")]}
+    tags = {"dagster/asset_partition_range_start": days.start, "dagster/asset_partition_range_end": days.end}
+    assert dg.materialize(**only, resources=build_resources(), tags=tags).success
+    assert merged == []  # every day with rows was stored as encoded
+    objects = s3_objects(s3.client, lake_env, "totes/raw/sales_order/")
+    assert len(objects) >= ENCODE_AHEAD_MIN_DAYS - 10  # weekends hold no orders
+    etags = {k: s3.client.head_object(Bucket=lake_env, Key=k)["ETag"] for k in objects}
+
+    # Again: the lake holds every day, so nothing is encoded ahead and each day is merged, unchanged.
+    assert dg.materialize(**only, resources=build_resources(), tags=tags).success
+    assert sorted(merged) == sorted(k.rsplit("/", 1)[1].removesuffix(".parquet") for k in objects)
+    assert {k: s3.client.head_object(Bucket=lake_env, Key=k)["ETag"] for k in objects} == etags
 
 
 def test_definitions_load_with_eleven_partitioned_raw_assets():

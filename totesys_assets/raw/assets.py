@@ -32,6 +32,10 @@ OWNERS = ["team:data-engineering"]
 # 915 -> 1,050-1,090 MiB (bench/README.md).
 READ_AHEAD = 4
 EXTRACT_WORKERS = 2
+# Runs of at least this many days have the workers encode the new days (a backfill: 744 objects a
+# table); a refresh of a day or two stores a handful, and the workers would list the lake (an S3
+# LIST per table) for nothing.
+ENCODE_AHEAD_MIN_DAYS = 31
 # Small reference tables between the large ones: storing a small table's 744 partition events
 # takes about as long as extracting the next large table, so the source is rarely left idle; the
 # last table is small, so little is left to store once the source is done.
@@ -110,11 +114,12 @@ def raw_extract(
     window = context.partition_time_window
     days = context.partition_keys
     selected = [SOURCE_TABLES[t] for t in EXTRACT_ORDER if raw_asset_key(t) in context.selected_asset_keys]
+    encode_ahead = len(days) >= ENCODE_AHEAD_MIN_DAYS
 
     def extract(spec: TableSpec) -> _Extract:
         frame = source.extract(spec, window.start, window.end)
         # Days the lake does not hold yet are encoded here, off the thread Dagster records on.
-        new_days = set(days).difference(lake.raw_days(spec.name))
+        new_days = set(days).difference(lake.raw_days(spec.name)) if encode_ahead else set()
         by_day = split_raw_days(spec, frame, days, encode_days=new_days)
         return _Extract(spec, by_day, frame.height, versions_fingerprint(spec, frame))
 
