@@ -8,8 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pytest
 
+from totesys_assets.automation.automation_sensor import star_automation_sensor
 from totesys_assets.automation.schedules import raw_refresh_schedule
 from totesys_assets.automation.sensors import changed_days, plan_runs, source_change_sensor
+from totesys_assets.partitions import daily_partitions
 from totesys_assets.raw.assets import raw_asset_key, raw_assets
 from totesys_assets.resources.config import build_resources
 from totesys_assets.resources.source import TotesysSource
@@ -17,6 +19,7 @@ from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import star_checks
 
 ALL = [*raw_assets, *star_assets, *star_checks]
+DIMS = dg.AssetSelection.groups("dimensions")
 
 
 def _schedule_partitions(when: datetime) -> list[str]:
@@ -38,7 +41,12 @@ def test_schedule_refreshes_today_and_finalises_yesterday_after_midnight():
 def test_changed_days_spans_a_quiet_weekend_and_never_the_future():
     fri = datetime(2024, 11, 15, 18, 0)
     mon = datetime(2024, 11, 18, 8, 5)
-    assert changed_days(fri, mon, date(2024, 11, 18)) == ["2024-11-15", "2024-11-16", "2024-11-17", "2024-11-18"]
+    assert changed_days(fri, mon, date(2024, 11, 18)) == [
+        "2024-11-15",
+        "2024-11-16",
+        "2024-11-17",
+        "2024-11-18",
+    ]
     assert changed_days(None, mon, date(2024, 11, 18)) == ["2024-11-18"]
     assert changed_days(fri, mon, date(2024, 11, 16)) == ["2024-11-15", "2024-11-16"]
 
@@ -108,36 +116,75 @@ def test_plan_runs_groups_tables_by_day():
     assert new_cursor["sales_order"] == "2024-11-15T10:15:00" and "design" not in new_cursor
 
 
-def test_automation_carries_a_raw_change_to_the_dimensions_then_the_fact_partition(pg, tmp_path, monkeypatch):
+def test_automation_loads_the_history_then_carries_a_raw_change_to_the_dimensions_then_the_fact(
+    pg, tmp_path, monkeypatch
+):
     url, sim = pg.new_source("auto_src", seed=4, start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 5, 17))
     monkeypatch.setenv("TOTESYS_DB_URL", url)
     monkeypatch.setenv("TOTESYS_LAKE_URL", str(tmp_path / "lake"))
     monkeypatch.setenv("WAREHOUSE_DB_URL", pg.new_db("auto_wh"))
     resources = build_resources()
     defs = dg.Definitions(assets=ALL, resources=resources)
-    star = dg.AssetSelection.groups("dimensions", "facts")
+    everything = dg.AssetSelection.all()
     instance = dg.DagsterInstance.ephemeral()
     when = datetime(2024, 1, 5, 17, 5, tzinfo=UTC)
+    start = daily_partitions.get_first_partition_key()
+    history = daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, "2024-01-04"))
 
-    # History is in place (raw backfill + dims + facts), so automation starts from a loaded state.
+    # First start, nothing loaded: every raw day before today and every dimension are requested
+    # in one tick (the automation sensor emits that as one backfill); facts wait for the dimensions.
+    first = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=everything, evaluation_time=when
+    )
+    requested = _requested(first, [*raw_assets, *star_assets])
+    raw_keys = [k.to_user_string() for k in raw_assets[0].keys]
+    assert {k: len(v) for k, v in requested.items() if k.startswith("raw/")} == dict.fromkeys(
+        raw_keys, len(history)
+    )
+    assert requested["raw/sales_order"] == history  # today is the schedule's and the sensor's
+    assert {k for k in requested if not k.startswith("raw/")} == {
+        a.key.to_user_string() for a in star_assets[:-1]
+    }
+    assert star_automation_sensor.emit_backfills
+
+    # The backfill's raw range (one run, as single_run gives it) and the dimensions.
     from totesys_assets_tests.helpers import materialize_range
 
-    for selection in ("raw", "dimensions", "facts"):
-        sel = dg.AssetSelection.groups(selection)
-        if selection == "dimensions":
-            assert dg.materialize(ALL, resources=resources, selection=sel, instance=instance).success
-        else:
-            assert materialize_range(ALL, resources, "2024-01-01", "2024-01-05", selection=sel, instance=instance).success
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=star, evaluation_time=when)
+    raw = dg.AssetSelection.groups("raw")
+    assert materialize_range(ALL, resources, start, "2024-01-05", selection=raw, instance=instance).success
+    assert dg.materialize(ALL, resources=resources, selection=DIMS, instance=instance).success
+    second = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=everything, cursor=first.cursor,
+        evaluation_time=when + timedelta(seconds=15),
+    )  # fmt: skip
+    # Now the facts' history (and today's fact day, whose raw day changed), nothing else: the
+    # dimensions are loaded and raw is complete.
+    assert _requested(second, [*raw_assets, *star_assets]) == {
+        f: [*history, "2024-01-05"] for f in ("fact_payment", "fact_purchase_order", "fact_sales_order")
+    }
+    facts = dg.AssetSelection.groups("facts")
+    assert materialize_range(ALL, resources, start, "2024-01-05", selection=facts, instance=instance).success
+    star = dg.AssetSelection.groups("dimensions", "facts")
+    first = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=everything, cursor=second.cursor,
+        evaluation_time=when + timedelta(seconds=30),
+    )  # fmt: skip
     assert first.total_requested == 0
+    when += timedelta(seconds=30)
 
     # A new order at the source; the change sensor's run extracts that day's changed tables.
     sim.insert_sales_order(at=datetime(2024, 1, 5, 17, 10))
     raw_sel = dg.AssetSelection.assets(*(raw_asset_key(t) for t in ("sales_order", "transaction", "payment")))
-    assert dg.materialize(ALL, resources=resources, selection=raw_sel, partition_key="2024-01-05", instance=instance).success
+    assert dg.materialize(
+        ALL, resources=resources, selection=raw_sel, partition_key="2024-01-05", instance=instance
+    ).success
 
     second = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=star, cursor=first.cursor, evaluation_time=when + timedelta(seconds=30)
+        defs=defs,
+        instance=instance,
+        asset_selection=star,
+        cursor=first.cursor,
+        evaluation_time=when + timedelta(seconds=30),
     )
     dims = {"dim_date", "dim_transaction"}
     assert _requested(second) == {d: [None] for d in dims}
@@ -146,24 +193,37 @@ def test_automation_carries_a_raw_change_to_the_dimensions_then_the_fact_partiti
     dim_sel = dg.AssetSelection.assets(*dims)
     assert dg.materialize(ALL, resources=resources, selection=dim_sel, instance=instance).success
     third = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=star, cursor=second.cursor, evaluation_time=when + timedelta(seconds=60)
+        defs=defs,
+        instance=instance,
+        asset_selection=star,
+        cursor=second.cursor,
+        evaluation_time=when + timedelta(seconds=60),
     )
     assert _requested(third) == {
         "fact_sales_order": ["2024-01-05"], "fact_payment": ["2024-01-05"],
     }  # fmt: skip
     # Nothing changed since: the fourth evaluation requests nothing.
-    assert dg.materialize(ALL, resources=resources, selection=dg.AssetSelection.groups("facts"),
-                          partition_key="2024-01-05", instance=instance).success
+    assert dg.materialize(
+        ALL,
+        resources=resources,
+        selection=dg.AssetSelection.groups("facts"),
+        partition_key="2024-01-05",
+        instance=instance,
+    ).success
     fourth = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=star, cursor=third.cursor, evaluation_time=when + timedelta(seconds=90)
+        defs=defs,
+        instance=instance,
+        asset_selection=star,
+        cursor=third.cursor,
+        evaluation_time=when + timedelta(seconds=90),
     )
     assert _requested(fourth) == {}
 
 
-def _requested(result) -> dict[str, list]:
+def _requested(result, assets=star_assets) -> dict[str, list]:
     """Asset -> requested partitions (None for an unpartitioned asset), for every requested asset."""
     out = {}
-    for key in [k for a in star_assets for k in a.keys]:
+    for key in [k for a in assets for k in a.keys]:
         parts = result.get_requested_partitions(key)
         if parts:
             out[key.to_user_string()] = sorted(parts, key=str)

@@ -1,4 +1,4 @@
-"""The declarative-automation sensor that evaluates the star assets' conditions."""
+"""The declarative-automation sensor: loads missing history and carries raw changes into the star."""
 
 import os
 
@@ -6,12 +6,16 @@ import dagster as dg
 
 # Seconds between evaluations (read at import, like TOTESYS_SENSOR_INTERVAL_S); the end-to-end
 # daemon test and the latency benchmark shorten it.
-AUTOMATION_INTERVAL_S = int(os.environ.get("TOTESYS_AUTOMATION_INTERVAL_S", "30"))
+AUTOMATION_INTERVAL_S = int(os.environ.get("TOTESYS_AUTOMATION_INTERVAL_S", "15"))
 
 star_automation_sensor = dg.AutomationConditionSensorDefinition(
     "star_automation",
-    target=dg.AssetSelection.groups("dimensions", "facts"),
+    target=dg.AssetSelection.groups("raw", "dimensions", "facts"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=AUTOMATION_INTERVAL_S,
-    description="Carries raw changes into the dimensions and facts (conditions in automation/conditions.py).",
+    emit_backfills=True,
+    description=(
+        "Backfills raw and fact days never loaded (one backfill, visible in the Backfills tab) and "
+        "carries raw changes into the dimensions and facts (conditions in automation/conditions.py)."
+    ),
 )

@@ -10,7 +10,7 @@ from totesys_assets.automation.jobs import raw_refresh_job
 from totesys_assets.raw.assets import raw_asset_key
 from totesys_assets.resources.source import TotesysSource
 
-SENSOR_INTERVAL_S = int(os.environ.get("TOTESYS_SENSOR_INTERVAL_S", "30"))
+SENSOR_INTERVAL_S = int(os.environ.get("TOTESYS_SENSOR_INTERVAL_S", "15"))
 MAX_DAYS_PER_TICK = 31
 
 

@@ -9,16 +9,19 @@ that storing a table is only writing its objects. A 744-day x100 history took 18
 step per table, 14.9-15.1 s pipelined (README, "One extraction step for the 11 raw assets").
 """
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
 
+from totesys_assets.automation.conditions import raw_history_condition
 from totesys_assets.partitions import add_partition_metadata, daily_partitions
 from totesys_assets.pipelining import read_ahead
 from totesys_assets.resources.lake import LakeResource, RawDays, split_raw_days
 from totesys_assets.resources.source import TotesysSource
+from totesys_assets.settings import lake_kind, lake_location
 from totesys_assets.specs import SOURCE_TABLES, TableSpec
 
 RAW_GROUP = "raw"
@@ -76,6 +79,7 @@ class _Extract:
     by_day: RawDays
     rows: int
     version: dg.DataVersion
+    seconds: float
 
 
 def _raw_spec(spec: TableSpec) -> dg.AssetSpec:
@@ -87,10 +91,12 @@ def _raw_spec(spec: TableSpec) -> dg.AssetSpec:
             f"(UTC), as Parquet in the lake. {spec.description}"
         ),
         partitions_def=daily_partitions,
-        kinds={"postgres", "s3", "polars"},
+        kinds={"postgres", lake_kind(), "polars"},
         owners=OWNERS,
         tags={"layer": "raw"},
+        automation_condition=raw_history_condition,
         metadata={
+            "lake_location": dg.MetadataValue.path(f"{lake_location()}/raw/{spec.name}/"),
             "dagster/column_schema": spec.table_schema(),
             "dagster/table_name": f"totesys.public.{spec.name}",
             "primary_key": spec.primary_key,
@@ -117,16 +123,22 @@ def raw_extract(
     encode_ahead = len(days) >= ENCODE_AHEAD_MIN_DAYS
 
     def extract(spec: TableSpec) -> _Extract:
+        started = time.monotonic()
         frame = source.extract(spec, window.start, window.end)
         # Days the lake does not hold yet are encoded here, off the thread Dagster records on.
         new_days = set(days).difference(lake.raw_days(spec.name)) if encode_ahead else set()
         by_day = split_raw_days(spec, frame, days, encode_days=new_days)
-        return _Extract(spec, by_day, frame.height, versions_fingerprint(spec, frame))
+        return _Extract(
+            spec, by_day, frame.height, versions_fingerprint(spec, frame), time.monotonic() - started
+        )
 
-    for done in read_ahead(selected, extract, ahead=READ_AHEAD, workers=EXTRACT_WORKERS):
+    span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
+    context.log.info(f"extracting {len(selected)} table(s) for {len(days)} day(s) {span}")
+    for n, done in enumerate(read_ahead(selected, extract, ahead=READ_AHEAD, workers=EXTRACT_WORKERS), 1):
         spec, key = done.spec, raw_asset_key(done.spec.name)
         context.log.info(
-            f"extracted {done.rows} {spec.name} row versions for {len(days)} day(s) {days[0]}..{days[-1]}"
+            f"raw {n}/{len(selected)} {spec.name}: {done.rows:,} row versions, {len(days)} day(s) {span}, "
+            f"extracted in {done.seconds:.1f} s"
         )
         # Each partition gets its own row count (a range run must not stamp every day with the
         # whole range's number). The data version covers the run's extract: `dg.Output` takes one
