@@ -10,16 +10,14 @@ from totesys_assets.automation.schedules import raw_refresh_schedule
 from totesys_assets.automation.sensors import source_change_sensor
 from totesys_assets.raw.assets import raw_assets
 from totesys_assets.resources.config import build_resources, uses_embedded_source
+from totesys_assets.settings import demo_rate
 from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import star_checks
 
-_demo = uses_embedded_source()
+_demo = uses_embedded_source() and demo_rate() > 0
 
-# Steps run in the run's own process. Dagster's default (a fresh Python process per step) costs
-# ~2 s of start-up per step on 2 cores, and our steps are short and I/O-bound on the same
-# databases: a one-day refresh of the 11 raw assets took 22.5 s that way, 6.0 s with a forkserver
-# of preloaded modules, 1.3 s in process; the dimensions group 48.9 s vs 1.7 s. Loading the facts
-# concurrently measured no gain either (bench/README.md). Each run is still its own process.
+# Steps run in the run's own process (a fresh Python process per step costs seconds of imports
+# each; our steps are short and I/O-bound on the same databases). Each run is still its own process.
 EXECUTOR = dg.in_process_executor
 
 defs = dg.Definitions(

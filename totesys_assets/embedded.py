@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import functools
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_DB = "totesys"
 WAREHOUSE_DB = "warehouse"
+DAGSTER_DB = "dagster"  # the quick start's Dagster instance storage (totesys-dev)
 # pgserver gives `pg_ctl start` 10 s; on a loaded 2-core machine (dagster dev starting its webserver,
 # daemon and code server at once) a first start can take longer. We keep retrying until this deadline.
 START_TIMEOUT_S = 120.0
@@ -116,6 +118,48 @@ def warehouse_url() -> str:
     return _ensure(totesys_home())[1]
 
 
+def dagster_storage_url() -> str:
+    """psycopg2 URL of the embedded `dagster` database (Dagster's run, event and schedule storage)."""
+    home = totesys_home()
+    with _locked(home):
+        base = _server_uri(home)
+        _ensure_database(base, DAGSTER_DB)
+    # dagster-postgres under SQLAlchemy 2.1 needs the psycopg2 driver named in the scheme.
+    return "postgresql+psycopg2://" + _db_uri(base, DAGSTER_DB).split("://", 1)[1]
+
+
+def running_pid(pgdata: Path) -> int | None:
+    """The postmaster's pid when a server runs on `pgdata` (read from postmaster.pid; starts nothing)."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def status() -> None:
+    """Say whether the embedded PostgreSQL runs and where everything lives; starts nothing."""
+    home = totesys_home()
+    pgdata = home / "pg"
+    pid = running_pid(pgdata)
+    print(f"TOTESYS_HOME={home}")
+    if pid is None:
+        state = "not initialised" if not (pgdata / "PG_VERSION").exists() else "stopped"
+        print(f"embedded PostgreSQL: {state} ({pgdata}); the first run, tick or totesys-dev starts it")
+    else:
+        base = f"postgresql://postgres:@/{{db}}?host={pgdata}"
+        print(f"embedded PostgreSQL: running (pid {pid}) in {pgdata}")
+        print(f"source:    {base.format(db=SOURCE_DB)}")
+        print(f"warehouse: {base.format(db=WAREHOUSE_DB)}")
+    print(f"lake:      {lake_root()}")
+
+
 def lake_root() -> Path:
     """The embedded lake: a local folder with the same key layout as the S3 bucket."""
     return totesys_home() / "lake"
@@ -139,11 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     if args == ["stop"]:
         stop()
     elif args in ([], ["status"]):
-        home = totesys_home()
-        print(f"TOTESYS_HOME={home}")
-        print(f"source:    {source_url()}")
-        print(f"warehouse: {warehouse_url()}")
-        print(f"lake:      {lake_root()}")
+        status()
     else:
         raise SystemExit("usage: python -m totesys_assets.embedded [status|stop]")
 

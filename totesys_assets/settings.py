@@ -41,3 +41,32 @@ def redact_url(url: str) -> str:
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
     query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
     return urlunsplit(parts._replace(query=query))
+
+
+def lake_location() -> str:
+    """Where the lake lives, for display: `s3://bucket/prefix` or the local folder (no secrets)."""
+    url = env_or_none(ENV_LAKE_URL)
+    if url is None:
+        return str(totesys_home() / "lake")
+    return url.rstrip("/") if url.startswith("s3://") else str(Path(url).resolve())
+
+
+def lake_kind() -> str:
+    """The storage kind badge of the raw assets: `s3` for a bucket, `parquet` for a local folder."""
+    return "s3" if lake_location().startswith("s3://") else "parquet"
+
+
+ENV_DEMO_RATE = "TOTESYS_DEMO_RATE"
+DEFAULT_DEMO_RATE = 2.0
+
+
+def demo_rate() -> float:
+    """New demo orders per minute on the embedded default (0 turns the demo activity off)."""
+    raw = env_or_none(ENV_DEMO_RATE)
+    try:
+        rate = float(raw) if raw is not None else DEFAULT_DEMO_RATE
+    except ValueError:
+        raise ValueError(f"{ENV_DEMO_RATE} must be a number of orders per minute, got {raw!r}") from None
+    if rate < 0:
+        raise ValueError(f"{ENV_DEMO_RATE} must be >= 0, got {raw!r}")
+    return rate

@@ -1,0 +1,81 @@
+"""`totesys-dev`: `dagster dev` on a persistent, fast instance, with nothing to configure.
+
+Without DAGSTER_HOME, `dagster dev` keeps its runs in a temporary SQLite instance that is gone
+after a restart and records a history backfill's thousands of partition events slowly. This
+wrapper sets DAGSTER_HOME to `$TOTESYS_HOME/dagster_home` (unless set), writes a dagster.yaml
+there whose storage is the embedded PostgreSQL's `dagster` database with the pooled event log
+(`totesys_assets.instance_storage`), then runs `dagster dev` with the arguments given.
+A dagster.yaml that this wrapper did not write is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from totesys_assets.settings import totesys_home
+
+MARKER = "# written by totesys-dev"
+
+INSTANCE_YAML = """{marker}: the quick start's Dagster instance. Delete this line to keep your edits.
+# Storage: the embedded PostgreSQL's `dagster` database; reset with `make reset`.
+run_storage:
+  module: dagster_postgres.run_storage
+  class: PostgresRunStorage
+  config: &storage_db
+    postgres_url: "{url}"
+event_log_storage:
+  module: totesys_assets.instance_storage
+  class: PooledPostgresEventLogStorage
+  config: *storage_db
+schedule_storage:
+  module: dagster_postgres.schedule_storage
+  class: PostgresScheduleStorage
+  config: *storage_db
+concurrency:
+  pools:
+    # One extraction and one warehouse load at a time, as in deploy/dagster.yaml.
+    default_limit: 1
+    granularity: op
+run_monitoring:
+  enabled: true
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
+
+
+def dagster_home() -> Path:
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    return Path(home).resolve() if home else totesys_home() / "dagster_home"
+
+
+def ensure_instance(home: Path) -> Path:
+    """Write the quick start's dagster.yaml into `home` unless the user keeps their own there."""
+    from totesys_assets import embedded
+
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "dagster.yaml"
+    if path.exists() and not path.read_text().startswith(MARKER):
+        return path
+    text = INSTANCE_YAML.format(marker=MARKER, url=embedded.dagster_storage_url())
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    home = dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    path = ensure_instance(home)
+    print(f"totesys-dev: Dagster instance in {home} ({path.name}); the embedded data in {totesys_home()}")
+    dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
+    os.execv(dagster, [dagster, "dev", *args])
+
+
+if __name__ == "__main__":
+    main()
