@@ -360,9 +360,47 @@ def run_scale(args, infra: Infra, meter: Meter, scale: float, start: datetime, e
         )  # fmt: skip
         stages.extend(inc)
         out["warehouse_rows_after_incremental"] = pipeline.warehouse_counts(wh)
+    if args.compare_lake_writes:
+        out["lake_writes_comparison"] = compare_lake_writes(args, infra, runner, tag, first, last)
+        os.environ["TOTESYS_LAKE_URL"] = lake_url
     out["stages"] = stages
     instance.dispose()
     return out
+
+
+def compare_lake_writes(args, infra: Infra, runner, tag: str, first: str, last: str) -> dict[str, Any]:
+    """The raw backfill into a fresh lake, `--compare-lake-writes` times with the lake's
+    concurrency control (conditional writes) and as many without it, alternated, on the same
+    source, instance and machine state: what the control costs a first backfill."""
+    from totesys_assets.resources import lake
+
+    runs: dict[str, list[float]] = {"conditional": [], "unconditional": []}
+    modes = ["unconditional", "conditional"]
+    try:
+        for i in range(args.compare_lake_writes):
+            for mode in modes if i % 2 == 0 else modes[::-1]:
+                lake.CONDITIONAL_WRITES = mode == "conditional"
+                os.environ["TOTESYS_LAKE_URL"] = infra.lake_url(f"{tag}_writes_{mode}_{i}".replace(".", "_"))
+                run = runner.run("raw", first, last)
+                runs[mode].append(round(run["wall_s"], 3))
+                log(f"{tag} raw backfill, {mode} lake writes ({i + 1}/{args.compare_lake_writes}): {run['wall_s']:.2f}s")
+    finally:
+        lake.CONDITIONAL_WRITES = True
+    best = {mode: min(times) for mode, times in runs.items()}
+    mean = {mode: sum(times) / len(times) for mode, times in runs.items()}
+    summary = {
+        "runs_s": runs,
+        "best_s": best,
+        "mean_s": {m: round(v, 3) for m, v in mean.items()},
+        "cost_best_s": round(best["conditional"] - best["unconditional"], 3),
+        "cost_mean_s": round(mean["conditional"] - mean["unconditional"], 3),
+        "lake": "s3 (moto)" if args.s3 else "local folder",
+    }
+    log(
+        f"{tag} lake writes: conditional {runs['conditional']} s vs unconditional {runs['unconditional']} s; "
+        f"cost {summary['cost_mean_s']:+.2f} s mean, {summary['cost_best_s']:+.2f} s best"
+    )
+    return summary
 
 
 # --- ratios and the table -------------------------------------------------------------------------
@@ -517,6 +555,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the databases (with --pg-dir/--pg-url)")
     p.add_argument("--workdir", help="where the lake and profiles go (default: a temporary folder)")
     p.add_argument("--out", help="JSON path (default bench/results/bench-<scales>-<timestamp>.json)")
+    p.add_argument("--compare-lake-writes", type=int, default=0, metavar="N",
+                   help="after the stages, run the raw backfill into a fresh lake N times with and N times "
+                        "without the lake's conditional writes, alternated (the concurrency control's cost)")
     args = p.parse_args(argv)  # fmt: skip
     args.scale = args.scale or [1.0]
     return args

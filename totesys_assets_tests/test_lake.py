@@ -51,7 +51,7 @@ def test_a_day_keeps_each_version_once_and_the_last_copy_of_a_repeated_one(tmp_p
     assert lake.read_raw("currency", ["2024-01-03"])["currency_id"].to_list() == [2, 3]
 
     # merging: only versions the day does not hold yet are added
-    existing = lake.read_raw("currency", ["2024-01-02"])
+    existing = lake.read_raw_day("currency", "2024-01-02")
     assert lake.write_raw_day("currency", "2024-01-02", _rows((2, "USD", t2)), existing) == 0
     assert (
         lake.write_raw_day(

@@ -102,10 +102,10 @@ class FailingPutLake(LakeResource):
 
     ok_key: str
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, **conditions) -> None:
         if key != self.ok_key:
             raise LakeError(f"writing {self.uri(key)} failed: injected S3 PutObject failure")
-        super().put(key, data)
+        super().put(key, data, **conditions)
 
 
 def test_s3_write_failure_fails_the_run_and_leaves_earlier_objects_intact(source, s3, monkeypatch):

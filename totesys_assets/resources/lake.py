@@ -4,13 +4,25 @@
 Dagster IO manager of the raw assets on top of it. S3 access goes through dagster-aws's
 `S3Resource`, so the standard AWS configuration (credentials chain, region,
 `AWS_ENDPOINT_URL_S3`) works against AWS S3, MinIO or moto alike.
+
+Writers of the same raw day cannot clobber each other: a day is read with its ETag, merged, and
+written back only if it is still the object that was read (S3 `If-Match`, or `If-None-Match: *`
+for a day that did not exist; on the local lake the same compare-and-swap under a lock of the
+table's folder). A writer that lost re-reads the day, merges again and retries, so every version
+of every writer ends up in the day (`write_raw_day`).
 """
 
+import contextlib
+import hashlib
 import io
 import os
+import random
 import tempfile
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,10 +35,117 @@ from totesys_assets.specs import LAST_UPDATED, SOURCE_TABLES, TableSpec
 
 READ_THREADS = 16
 WRITE_THREADS = 4
+# Read-merge-write rounds of one raw day before giving up (each lost round means another writer
+# stored the day in between; two overlapping runs need two).
+WRITE_ATTEMPTS = 10
+# Concurrency control of raw day writes (conditional PUT / compare-and-swap). Only the benchmark
+# turns it off (`bench/run.py --lake-writes unconditional`), to measure what it costs: without it,
+# overlapping runs of one day can lose a version.
+CONDITIONAL_WRITES = True
+# The lock file of a local lake folder (hidden: listings skip dot files).
+LOCK_NAME = ".lock"
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; see _lock_file
+    fcntl = None  # type: ignore[assignment]
 
 
 class LakeError(RuntimeError):
     pass
+
+
+class LakeConflict(LakeError):
+    """A conditional write lost: the object is no longer the one that was read (or now exists)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object's bytes and the tag a conditional write compares: the S3 ETag, or locally a
+    digest of the content."""
+
+    data: bytes
+    etag: str
+
+
+@dataclass(frozen=True)
+class RawDay:
+    """A raw day object as read: its row versions and the tag it was read at."""
+
+    frame: pl.DataFrame
+    etag: str
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file `path` (created if missing), across threads and processes.
+
+    Released when the block ends, and by the kernel if the process dies.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _lock_fd(fd)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock_fd(fd: int, *, blocking: bool = True) -> bool:
+    """Lock an open file exclusively; False if `blocking=False` and someone else holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+    import msvcrt  # Windows: a lock on the first byte
+
+    while True:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            if not blocking:
+                return False
+            time.sleep(0.01)
+
+
+_checked_lock = threading.Lock()
+_checked_endpoints: set[tuple[str, str]] = set()
+
+
+def _sweep_temp_files(folder: Path) -> int:
+    """Remove the temporary files (`.<name>.<random>.tmp`) that writers which died left in a folder.
+
+    A writer holds a lock on its temporary file from creating it until it is renamed into place
+    (`LakeResource.put`), so a temporary file whose lock can be taken has no live writer, however
+    slow. Returns how many were removed.
+    """
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(".tmp")]
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for name in names:
+        path = folder / name
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue  # renamed into place or removed meanwhile
+        try:
+            if not _lock_fd(fd, blocking=False):
+                continue  # its writer is alive
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:  # still that file under that name
+                    path.unlink()
+                    removed += 1
+        finally:
+            os.close(fd)
+    return removed
 
 
 def frame_to_parquet(frame: pl.DataFrame) -> bytes:
@@ -61,6 +180,8 @@ class LakeResource(dg.ConfigurableResource):
     )
     s3: S3Resource
     _client = PrivateAttr(default=None)
+    _swept: set = PrivateAttr(default_factory=set)
+    _sweep_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # --- location -------------------------------------------------------------------------------
     def resolved_url(self) -> str:
@@ -106,39 +227,137 @@ class LakeResource(dg.ConfigurableResource):
         _, prefix = self._bucket_prefix()
         return f"{prefix}/{key}" if prefix else key
 
-    def put(self, key: str, data: bytes) -> None:
-        """Write one object atomically: an S3 PUT is all-or-nothing; locally, write then rename."""
+    def put(self, key: str, data: bytes, *, if_match: str | None = None, if_absent: bool = False) -> None:
+        """Write one object atomically: an S3 PUT is all-or-nothing; locally, write then rename.
+
+        Conditional when asked: `if_match` (an etag from `get_object`) writes only over that very
+        object, `if_absent` only where no object exists; otherwise `LakeConflict`. On S3 these are
+        the `If-Match` / `If-None-Match: *` headers (S3 answers 412, or 409 to a conditional write
+        racing another); locally the check and the rename happen under the folder's lock.
+        """
+        if not CONDITIONAL_WRITES:
+            if_match, if_absent = None, False
         if self.is_s3:
-            bucket, _ = self._bucket_prefix()
-            try:
-                self._s3_client().put_object(Bucket=bucket, Key=self._full_key(key), Body=data)
-            except Exception as exc:
-                raise LakeError(f"writing {self.uri(key)} failed: {exc}") from exc
+            self._put_s3(key, data, if_match, if_absent)
             return
         path = self._local_root() / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        self._sweep_once(path.parent)
+        while True:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                # Held until the temporary file is renamed or removed: a sweep (`_sweep_temp_files`)
+                # removes only temporary files nobody holds, i.e. those of a writer that died.
+                _lock_fd(fd)
+                if os.fstat(fd).st_nlink == 0:
+                    continue  # swept in the instant between creating and locking it: again
+                with os.fdopen(fd, "wb", closefd=False) as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                if if_match is None and not if_absent:
+                    os.replace(tmp, path)
+                else:
+                    with _locked(path.parent / LOCK_NAME):
+                        current = _digest(path.read_bytes()) if path.exists() else None
+                        if (if_absent and current is not None) or (
+                            if_match is not None and current != if_match
+                        ):
+                            raise LakeConflict(f"{self.uri(key)} changed since it was read")
+                        os.replace(tmp, path)
+                return
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            finally:
+                os.close(fd)
+
+    def _put_s3(self, key: str, data: bytes, if_match: str | None, if_absent: bool) -> None:
+        from botocore.exceptions import ClientError
+
+        bucket, _ = self._bucket_prefix()
+        conditions = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"} if if_absent else {}
+        if conditions:
+            self._check_conditional_writes()
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            self._s3_client().put_object(Bucket=bucket, Key=self._full_key(key), Body=data, **conditions)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            lost = status in (409, 412) or error.get("Code") in (
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            )
+            # If-Match on an object deleted meanwhile: 404
+            if conditions and (lost or (if_match and error.get("Code") in ("NoSuchKey", "404"))):
+                raise LakeConflict(
+                    f"{self.uri(key)} changed since it was read ({error.get('Code')})"
+                ) from exc
+            raise LakeError(f"writing {self.uri(key)} failed: {exc}") from exc
+        except Exception as exc:
+            raise LakeError(f"writing {self.uri(key)} failed: {exc}") from exc
+
+    def _check_conditional_writes(self) -> None:
+        """Once per process and bucket: refuse an S3 endpoint that ignores conditional writes.
+
+        AWS S3 honours If-Match / If-None-Match on PUT (since 2024), as do moto and recent
+        MinIO; an endpoint that ignored them would let overlapping runs overwrite each other's
+        versions silently. Two PUTs of a marker object with If-None-Match: * tell: the second
+        (or, once the marker exists, the first) must be refused.
+        """
+        bucket, _ = self._bucket_prefix()
+        endpoint = self._s3_client().meta.endpoint_url
+        with _checked_lock:
+            if (endpoint, bucket) in _checked_endpoints:
+                return
+            from botocore.exceptions import ClientError
+
+            marker = self._full_key("_lake/conditional-writes-check")
+            for _ in range(2):
+                try:
+                    self._s3_client().put_object(Bucket=bucket, Key=marker, Body=b"", IfNoneMatch="*")
+                except ClientError as exc:
+                    if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                        break
+                    raise LakeError(f"checking conditional writes on {self.uri('')} failed: {exc}") from exc
+            else:
+                raise LakeError(
+                    f"the S3 endpoint of {self.uri('')} ignores conditional writes (If-None-Match): "
+                    "overlapping runs could overwrite each other's versions; use AWS S3 or a store "
+                    "that supports conditional PUTs"
+                )
+            _checked_endpoints.add((endpoint, bucket))
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
+        found = self.get_object(key)
+        return None if found is None else found.data
+
+    def get_object(self, key: str) -> StoredObject | None:
+        """The object's bytes and etag (for a conditional `put`), or None when it does not exist."""
         if self.is_s3:
             bucket, _ = self._bucket_prefix()
             client = self._s3_client()
             try:
-                return client.get_object(Bucket=bucket, Key=self._full_key(key))["Body"].read()
+                response = client.get_object(Bucket=bucket, Key=self._full_key(key))
             except client.exceptions.NoSuchKey:
                 return None
+            return StoredObject(response["Body"].read(), response["ETag"])
         path = self._local_root() / key
-        return path.read_bytes() if path.exists() else None
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return StoredObject(data, _digest(data))
+
+    # --- stale temporary files of the local lake ------------------------------------------------
+    def _sweep_once(self, folder: Path) -> None:
+        """Sweep a folder's stale temporary files on this resource's first write into it."""
+        with self._sweep_lock:
+            if folder in self._swept:
+                return
+            self._swept.add(folder)
+        _sweep_temp_files(folder)
 
     def list_objects(self, prefix: str) -> dict[str, datetime]:
         """Keys (relative to the lake root) under a prefix, with their last-modified time (UTC)."""
@@ -249,30 +468,80 @@ class LakeResource(dg.ConfigurableResource):
         empty = spec.empty_frame()
         return empty if columns is None else empty.select(columns)
 
-    def write_raw_day(self, table: str, day: str, new: pl.DataFrame, existing: pl.DataFrame | None) -> int:
+    def read_raw_day(self, table: str, day: str) -> RawDay | None:
+        """A raw day object with the etag it was read at (None when the lake has no such day)."""
+        found = self.get_object(self.raw_key(table, day))
+        if found is None:
+            return None
+        return RawDay(parquet_to_frame(found.data, SOURCE_TABLES[table]), found.etag)
+
+    def read_raw_days(self, table: str, days: Iterable[str]) -> dict[str, RawDay]:
+        """The given days' objects that exist, read on a few threads (see `get_frames`)."""
+        days = list(days)
+        if len(days) <= 1:
+            found = {d: self.read_raw_day(table, d) for d in days}
+        else:
+            with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(days))) as pool:
+                found = dict(zip(days, pool.map(lambda d: self.read_raw_day(table, d), days), strict=True))
+        return {d: obj for d, obj in found.items() if obj is not None}
+
+    def write_raw_day(self, table: str, day: str, new: pl.DataFrame, existing: RawDay | None) -> int:
         """Merge new row versions into a day's object; returns how many versions were new.
 
         The merge keeps every version ever captured (de-duplicated on primary key +
         last_updated), so re-extracting a day never loses a version the lake already had.
+        `existing` is the day as the caller read it (None: no object); the write only replaces
+        that very object (or creates the day only if it still does not exist). If another writer
+        stored the day in between, the day is read again and merged again, so the versions of
+        both are kept.
         """
+        key = self.raw_key(table, day)
+        for attempt in range(WRITE_ATTEMPTS):
+            if existing is None:
+                data, added = self._new_day_object(table, new)
+            else:
+                data, added = self._merged_day_object(table, existing.frame, new)
+            if data is None:
+                return 0
+            try:
+                self.put(
+                    key,
+                    data,
+                    if_match=None if existing is None else existing.etag,
+                    if_absent=existing is None,
+                )
+                return added
+            except LakeConflict:
+                existing = self.read_raw_day(table, day)
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+        raise LakeError(
+            f"writing {self.uri(key)} failed: another writer replaced it {WRITE_ATTEMPTS} times "
+            "while this run merged its versions; nothing of this run was stored for the day"
+        )
+
+    @staticmethod
+    def _new_day_object(table: str, new: pl.DataFrame) -> tuple[bytes | None, int]:
+        spec = SOURCE_TABLES[table]
+        # An extract holds each source row once (its primary key), so de-duplicating is only
+        # needed when a key repeats; checking that is ~30x cheaper than `unique` itself.
+        if new[spec.primary_key].n_unique() != new.height:
+            new = new.unique(subset=[spec.primary_key, LAST_UPDATED.name], keep="last", maintain_order=True)
+        if new.is_empty():
+            return None, 0
+        return frame_to_parquet(new.sort(raw_order(spec))), new.height
+
+    @staticmethod
+    def _merged_day_object(table: str, existing: pl.DataFrame, new: pl.DataFrame) -> tuple[bytes | None, int]:
         spec = SOURCE_TABLES[table]
         keys = [spec.primary_key, LAST_UPDATED.name]
-        if existing is None or existing.is_empty():
-            # An extract holds each source row once (its primary key), so de-duplicating is only
-            # needed when a key repeats; checking that is ~30x cheaper than `unique` itself.
-            if new[spec.primary_key].n_unique() != new.height:
-                new = new.unique(subset=keys, keep="last", maintain_order=True)
-            merged, added = new, None
-        else:
-            fresh = new.join(existing.select(keys), on=keys, how="anti")
-            if fresh.is_empty():
-                return 0
-            merged, added = pl.concat([existing, fresh], how="vertical"), fresh.height
-        if merged.is_empty():
-            return 0
-        merged = merged.sort(raw_order(spec))
-        self.put(self.raw_key(table, day), frame_to_parquet(merged))
-        return merged.height if added is None else added
+        if existing.is_empty():
+            return LakeResource._new_day_object(table, new)
+        fresh = new.join(existing.select(keys), on=keys, how="anti")
+        if fresh.is_empty():
+            return None, 0
+        fresh = fresh.unique(subset=keys, keep="last", maintain_order=True)
+        merged = pl.concat([existing, fresh], how="vertical").sort(raw_order(spec))
+        return frame_to_parquet(merged), fresh.height
 
 
 def raw_order(spec: TableSpec) -> list[str]:
@@ -349,17 +618,22 @@ class RawLakeIOManager(dg.ConfigurableIOManager):
         if missing:
             raise LakeError(f"raw/{spec.name}: no frame for partitions {sorted(missing)}")
         present = sorted(set(self.lake.raw_days(spec.name)).intersection(days))
-        frames = self.lake.get_frames([self.lake.raw_key(spec.name, d) for d in present], spec)
-        existing = {day: f for day, f in zip(present, frames.values(), strict=True) if f is not None}
+        existing = self.lake.read_raw_days(spec.name, present)
         encoded = obj.encoded if isinstance(obj, RawDays) else {}
 
         # Days are independent objects: merge, encode and write them on a few threads (Polars and
-        # the file or S3 writes release the GIL). Each object is still written atomically. A day
-        # the lake does not hold is stored as encoded by the step, if it was.
+        # the file or S3 writes release the GIL). Each object is still written atomically, and only
+        # over the object that was read (a day another run stored meanwhile is merged again). A
+        # day the lake does not hold is stored as encoded by the step, if it was.
         def write(day: str) -> int:
             if day in encoded and day not in existing:
-                self.lake.put(self.lake.raw_key(spec.name, day), encoded[day])
-                return obj[day].height
+                try:
+                    self.lake.put(self.lake.raw_key(spec.name, day), encoded[day], if_absent=True)
+                    return obj[day].height
+                except LakeConflict:  # another run created the day meanwhile: merge with it
+                    return self.lake.write_raw_day(
+                        spec.name, day, obj[day], self.lake.read_raw_day(spec.name, day)
+                    )
             return self.lake.write_raw_day(spec.name, day, obj[day], existing.get(day))
 
         with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(days)))) as pool:
