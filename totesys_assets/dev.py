@@ -67,8 +67,20 @@ def ensure_instance(home: Path) -> Path:
     return path
 
 
+def prepare_embedded() -> None:
+    """Start the embedded PostgreSQL and seed the demo source now, before the UI, where it is seen."""
+    from totesys_assets import embedded
+    from totesys_assets.settings import ENV_SOURCE_URL, ENV_WAREHOUSE_URL, env_or_none
+
+    if env_or_none(ENV_SOURCE_URL) is None:
+        print("totesys-dev: embedded demo source ready:", embedded.source_url())
+    if env_or_none(ENV_WAREHOUSE_URL) is None:
+        print("totesys-dev: embedded warehouse ready:", embedded.warehouse_url())
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    prepare_embedded()
     home = dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     path = ensure_instance(home)

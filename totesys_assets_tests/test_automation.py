@@ -19,7 +19,6 @@ from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import star_checks
 
 ALL = [*raw_assets, *star_assets, *star_checks]
-DIMS = dg.AssetSelection.groups("dimensions")
 
 
 def _schedule_partitions(when: datetime) -> list[str]:
@@ -131,45 +130,39 @@ def test_automation_loads_the_history_then_carries_a_raw_change_to_the_dimension
     start = daily_partitions.get_first_partition_key()
     history = daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, "2024-01-04"))
 
-    # First start, nothing loaded: every raw day before today and every dimension are requested
-    # in one tick (the automation sensor emits that as one backfill); facts wait for the dimensions.
+    # First start, nothing loaded: every raw and fact day before today and every dimension are
+    # requested in one tick, which the automation sensor emits as one backfill (it loads raw, then
+    # the dimensions, then the facts); today is the schedule's and the change sensor's.
     first = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, asset_selection=everything, evaluation_time=when
     )
     requested = _requested(first, [*raw_assets, *star_assets])
-    raw_keys = [k.to_user_string() for k in raw_assets[0].keys]
-    assert {k: len(v) for k, v in requested.items() if k.startswith("raw/")} == dict.fromkeys(
-        raw_keys, len(history)
-    )
-    assert requested["raw/sales_order"] == history  # today is the schedule's and the sensor's
-    assert {k for k in requested if not k.startswith("raw/")} == {
-        a.key.to_user_string() for a in star_assets[:-1]
-    }
+    days_requested = {k: v for k, v in requested.items() if v != [None]}
+    tables = [k.to_user_string() for k in raw_assets[0].keys]
+    facts = ["fact_payment", "fact_purchase_order", "fact_sales_order"]
+    assert days_requested == dict.fromkeys([*tables, *facts], history)
+    dims = {k for k, v in requested.items() if v == [None]}
+    assert dims == {a.key.to_user_string() for a in star_assets[:-1]}
     assert star_automation_sensor.emit_backfills
 
-    # The backfill's raw range (one run, as single_run gives it) and the dimensions.
+    # The backfill: the raw range and the facts range as one run each (single_run), the dimensions
+    # between them. The next evaluation requests nothing: the history is in place.
     from totesys_assets_tests.helpers import materialize_range
 
-    raw = dg.AssetSelection.groups("raw")
-    assert materialize_range(ALL, resources, start, "2024-01-05", selection=raw, instance=instance).success
-    assert dg.materialize(ALL, resources=resources, selection=DIMS, instance=instance).success
-    second = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=everything, cursor=first.cursor,
-        evaluation_time=when + timedelta(seconds=15),
-    )  # fmt: skip
-    # Now the facts' history (and today's fact day, whose raw day changed), nothing else: the
-    # dimensions are loaded and raw is complete.
-    assert _requested(second, [*raw_assets, *star_assets]) == {
-        f: [*history, "2024-01-05"] for f in ("fact_payment", "fact_purchase_order", "fact_sales_order")
-    }
-    facts = dg.AssetSelection.groups("facts")
-    assert materialize_range(ALL, resources, start, "2024-01-05", selection=facts, instance=instance).success
+    for group in ("raw", "dimensions", "facts"):
+        selection = dg.AssetSelection.groups(group)
+        if group == "dimensions":
+            assert dg.materialize(ALL, resources=resources, selection=selection, instance=instance).success
+        else:
+            assert materialize_range(
+                ALL, resources, start, "2024-01-05", selection=selection, instance=instance
+            ).success
     star = dg.AssetSelection.groups("dimensions", "facts")
     first = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, asset_selection=everything, cursor=second.cursor,
+        defs=defs, instance=instance, asset_selection=everything, cursor=first.cursor,
         evaluation_time=when + timedelta(seconds=30),
     )  # fmt: skip
-    assert first.total_requested == 0
+    assert _requested(first, [*raw_assets, *star_assets]) == {}
     when += timedelta(seconds=30)
 
     # A new order at the source; the change sensor's run extracts that day's changed tables.

@@ -6,8 +6,8 @@ let a dimension fire; and a fact must react to its own raw day, not to every dim
 
 - History: raw and fact day partitions before today that were never materialised (a first start,
   or days lost to an outage) are requested by the automation sensor; a tick that requests many
-  partitions emits one backfill (single run per asset, `BackfillPolicy.single_run()`), raw and
-  dimensions first, the facts once the dimensions are loaded. Today's raw partition belongs to the
+  partitions emits one backfill (single run per asset, `BackfillPolicy.single_run()`) that loads
+  raw, then the dimensions, then the facts. Today's raw partition belongs to the
   schedule and the change sensor. A failed history partition is not retried by automation (no
   retry storm); relaunch it from the Backfills tab.
 - Trigger: a raw dependency's data version changed (the raw assets version their data by the set
@@ -53,17 +53,18 @@ dimension_condition = (
 ).with_label("raw_changed_or_heartbeat_or_never_loaded")
 
 # `will_be_requested()` only sees parents that can run in the *same* run, which an unpartitioned
-# dimension and a daily fact cannot; so a fact instead waits while any dimension it references
-# still has an unhandled trigger (it is about to be requested) or is running. On a first start
-# this makes the facts' history a second backfill, after the dimensions are loaded.
+# dimension and a daily fact cannot; so a changed fact day instead waits while any dimension it
+# references still has an unhandled trigger (it is about to be requested) or is running.
 _dimension_pending = dg.AutomationCondition.any_deps_match(_dimension_trigger).allow(DIMENSIONS)
+_deps_idle = ~dg.AutomationCondition.any_deps_in_progress() & _not_running
 
+# History days need no such wait: requested in the same tick as the dimensions they are part of
+# the same backfill, which loads a fact only after its dimensions.
 fact_condition = (
-    (
+    (_history_missing & _deps_idle)
+    | (
         (_raw_changed | (dg.AutomationCondition.in_latest_time_window() & _heartbeat)).since_last_handled()
-        | _history_missing
+        & ~_dimension_pending
+        & _deps_idle
     )
-    & ~_dimension_pending
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & _not_running
-).with_label("raw_day_changed_or_history_after_dimensions")
+).with_label("history_or_raw_day_changed_after_dimensions")
