@@ -17,13 +17,15 @@ Large fact loads (`bulk_load_min_rows`) drop the table's foreign keys and versio
 transaction and add them back before COMMIT: PostgreSQL then validates every row in one set-based
 join instead of one trigger query per row per key (about 6x faster for a first backfill), and builds
 each index with one sort instead of a random b-tree insert per row. The table is locked for the
-load, the constraints are re-validated before commit, and a failure restores them with the rollback.
-A large first load into an empty table skips staging altogether: the sorted Arrow frame goes in by
-ADBC's binary COPY (about twice as fast as CSV), in one transaction on an ADBC connection, with
-the same constraint handling and the same error messages (ADBC's diagnostics are mapped).
-Several first loads of empty facts at once (`concurrent_first_loads`) have their foreign keys
-dropped up front in one short transaction of their own, so they do not queue for the dimensions;
-each load re-adds its keys before its COMMIT, and the window restores any a failed load left out.
+load, the constraints are re-validated before commit, and a failure or a crash restores them with
+the rollback: every DDL statement of a load is inside the load's own transaction, so whenever no
+load is in flight every constraint is in place. A large first load into an empty table goes in by
+ADBC's binary COPY of the sorted Arrow frame (about twice as fast as CSV), in one transaction on an
+ADBC connection, with the same constraint handling and the same error messages (ADBC's diagnostics
+are mapped). A first load into an empty fact COPYs into a temporary stage before it takes any lock
+on a dimension, so two of them run side by side: dropping a fact's foreign key locks the dimension
+it references until COMMIT, and only each load's last part (moving the rows in, building the
+indexes, re-adding the keys) has to take turns.
 
 CSV keeps NULL and the empty string apart (NULL is an unquoted empty field, Polars quotes an empty
 string as ""), money travels as exact decimal text, times keep their fractions.
@@ -293,9 +295,20 @@ def _foreign_key_restore_statements(spec: TableSpec) -> list[sql.Composable]:
 
 
 def _bulk_drop_statements(spec: TableSpec) -> list[sql.Composable]:
-    """Lock a fact table and drop its foreign keys and version indexes (bulk loads)."""
-    lock = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(spec.name))
-    return [lock, *_foreign_key_drop_statements(spec), *version_index_statements(spec)[0]]
+    """Lock a fact table and drop its foreign keys and version indexes (bulk loads).
+
+    Dropping a foreign key locks the dimension it references (ACCESS EXCLUSIVE) until COMMIT; the
+    dimensions are locked first, in name order, so that two loads doing this queue instead of
+    deadlocking.
+    """
+    lock = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE")
+    dimensions = sorted({c.references.split(".")[0] for c in spec.foreign_keys})  # type: ignore[union-attr]
+    return [
+        lock.format(sql.Identifier(spec.name)),
+        lock.format(_idents(dimensions)),
+        *_foreign_key_drop_statements(spec),
+        *version_index_statements(spec)[0],
+    ]
 
 
 def _referencing_facts(spec: TableSpec) -> list[TableSpec]:
@@ -635,61 +648,6 @@ class WarehouseResource(dg.ConfigurableResource):
                     f"warehouse table {spec.name!r} has columns the spec does not know: {', '.join(extra)}"
                 )
 
-    @contextlib.contextmanager
-    def concurrent_first_loads(self, tables: Sequence[str]) -> Iterator[list[str]]:
-        """Lets the first loads of several empty facts run side by side; yields the tables whose
-        foreign keys it lifted (none unless at least two of them are empty).
-
-        A bulk load drops a fact's foreign keys and re-adds them before its COMMIT, and dropping a
-        foreign key locks the referenced dimension (ACCESS EXCLUSIVE) until then: a second load
-        would wait for the whole of the first. Here the foreign keys of the empty facts are dropped
-        up front, in one short transaction; each load adds its own back (validated against its rows)
-        before its COMMIT, so only those last steps queue for the dimensions. On the way out, any key
-        still missing (a load that failed rolled its table back to empty) is added back. The tables
-        are empty while their keys are lifted, so no stored row is ever unchecked; if the process
-        dies inside, the next `ensure_schema` adds the keys back.
-        """
-        specs = sorted((self._spec(t, fact=True) for t in tables), key=lambda spec: spec.name)
-
-        def lift() -> list[TableSpec]:
-            with self.connect() as conn, conn.transaction():
-
-                def empty(candidates: list[TableSpec]) -> list[TableSpec]:
-                    is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})")
-                    return [
-                        spec
-                        for spec in candidates
-                        if conn.execute(is_empty.format(sql.Identifier(spec.name))).fetchone()[0]  # type: ignore[index]
-                    ]
-
-                # A look without locks first: a run with loaded facts (every incremental run) must
-                # not queue behind, or hold up, the readers of the fact tables.
-                candidates = empty(specs)
-                if len(candidates) < 2:
-                    return []
-                lock = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE")
-                conn.execute(lock.format(_idents([spec.name for spec in candidates])))
-                lifted = empty(candidates)  # again, under the lock
-                if len(lifted) < 2:
-                    return []
-                referenced = {c.references.split(".")[0] for spec in lifted for c in spec.foreign_keys}  # type: ignore[union-attr]
-                dimensions = sorted(referenced)
-                conn.execute(lock.format(_idents(dimensions)))
-                for spec in lifted:
-                    for statement in _foreign_key_drop_statements(spec):
-                        conn.execute(statement)
-                return lifted
-
-        lifted = self._with_schema(lift) if len(specs) >= 2 else []
-        try:
-            yield [spec.name for spec in lifted]
-        finally:
-            if lifted:
-                with self.connect() as conn, conn.transaction():
-                    for spec in lifted:
-                        for statement in _foreign_key_restore_statements(spec):
-                            conn.execute(statement)
-
     # -- loads ---------------------------------------------------------------------------------
 
     def upsert_dimension(
@@ -749,15 +707,9 @@ class WarehouseResource(dg.ConfigurableResource):
                                 conn.execute(statement)
                         cur = conn.execute(_append_statement(spec, on_conflict=not bulk))
                         inserted, updated = cur.rowcount, 0
-                        # (a table whose keys `concurrent_first_loads` lifted gets them back here,
-                        # checked against its rows, before COMMIT; otherwise these are no-ops)
-                        restore = (
-                            _bulk_restore_statements(spec)
-                            if bulk
-                            else foreign_key_statements(spec, source_style=False)
-                        )
-                        for statement in restore:
-                            conn.execute(statement)
+                        if bulk:
+                            for statement in _bulk_restore_statements(spec):
+                                conn.execute(statement)
                     else:
                         bulk = False
                         self._stage(conn, spec, staged)
@@ -808,13 +760,18 @@ class WarehouseResource(dg.ConfigurableResource):
                     cp.write(chunk)
 
     def _first_load(self, spec: TableSpec, staged: pl.DataFrame, started: float) -> LoadResult | None:
-        """A large load into an empty table, over ADBC: binary COPY of the Arrow frame straight into
-        the table (no staging, no INSERT … SELECT), in one transaction. None if the table is not
-        empty (checked again under the exclusive lock); the caller then takes the staged path.
+        """A large load into an empty table, over ADBC's binary COPY of the Arrow frame, in one
+        transaction. None if the table is not empty (checked again under the exclusive lock); the
+        caller then takes the staged path.
 
-        Facts go oldest version first (serial record ids follow time) with their foreign keys,
-        primary key and version indexes dropped and rebuilt before COMMIT. Dimensions go in key
-        order; their primary key is rebuilt as well when the facts referencing it are empty.
+        Facts go oldest version first (serial record ids follow time), first into a temporary
+        stage: that COPY, the longest part, locks nothing but the fact. Then the dimensions are
+        locked, the fact's foreign keys, primary key and version indexes dropped, the rows moved
+        in by one INSERT … SELECT, and everything rebuilt and validated before COMMIT. Two first
+        loads of facts run side by side: each waits for the dimensions only for that last part
+        (dropping a foreign key locks its dimension until COMMIT). A crash anywhere rolls all of
+        it back. Dimensions go straight in, in key order; their primary key is rebuilt as well
+        when the facts referencing it are empty.
         """
         url = self.resolved_url()
         table = sql.Identifier(spec.name)
@@ -840,9 +797,6 @@ class WarehouseResource(dg.ConfigurableResource):
                 if not execute(is_empty)[0]:
                     conn.rollback()
                     return None
-                if spec.is_fact:  # nothing references a fact's key, so it too can be rebuilt
-                    for statement in [*_bulk_drop_statements(spec), *primary_key_statements(spec)[0]]:
-                        execute(statement)
                 # A dimension's key is rebuilt too when the facts referencing it are empty (their
                 # foreign keys to it are then re-added without a row to check): ×100
                 # dim_transaction 2.2 -> 1.4 s.
@@ -868,11 +822,25 @@ class WarehouseResource(dg.ConfigurableResource):
                     last = int(execute(_reserve_serials_statement(spec.name, serial, frame.height))[0])
                     ids = pl.int_range(last - frame.height + 1, last + 1, dtype=pl.Int32, eager=True)
                     frame = frame.select(ids.alias(serial), *spec.insert_columns)
-                cur.adbc_ingest(spec.name, frame.to_arrow(), mode="append")
                 if spec.is_fact:
+                    stage = sql.Identifier(_stage_name(spec))
+                    execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, table))
+                    cur.adbc_ingest(_stage_name(spec), frame.to_arrow(), mode="append", temporary=True)
+                    # From here to COMMIT the dimensions are locked. Nothing references a fact's
+                    # key, so it too is rebuilt.
+                    for statement in [*_bulk_drop_statements(spec), *primary_key_statements(spec)[0]]:
+                        execute(statement)
+                    columns = _idents(frame.columns)
+                    execute(
+                        sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                            table, columns, columns, stage
+                        )
+                    )  # (a temporary table is scanned in the order it was written: oldest first)
                     restore = _bulk_restore_statements(spec)  # SET maintenance_work_mem first
                     for statement in [restore[0], *primary_key_statements(spec)[1], *restore[1:]]:
                         execute(statement)
+                else:
+                    cur.adbc_ingest(spec.name, frame.to_arrow(), mode="append")
                 if rebuild_key:
                     for statement in _referencing_key_restore_statements(spec, referencing):
                         execute(statement)
