@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,9 @@ from psycopg import sql
 from totesys_assets.settings import totesys_home
 
 log = logging.getLogger(__name__)
+# pgserver asks platformdirs for a runtime dir it does not use; without XDG_RUNTIME_DIR (containers,
+# CI, daemons) that warns on every import.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 SOURCE_DB = "totesys"
 WAREHOUSE_DB = "warehouse"

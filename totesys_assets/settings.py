@@ -70,3 +70,15 @@ def demo_rate() -> float:
     if rate < 0:
         raise ValueError(f"{ENV_DEMO_RATE} must be >= 0, got {raw!r}")
     return rate
+
+
+ENV_DASHBOARD_URL = "TOTESYS_DASHBOARD_URL"
+LOCAL_DASHBOARD_URL = "http://127.0.0.1:8501"
+
+
+def dashboard_url() -> str | None:
+    """Where the dashboard runs: TOTESYS_DASHBOARD_URL, else its local address on the embedded demo."""
+    url = env_or_none(ENV_DASHBOARD_URL)
+    if url is None and env_or_none(ENV_WAREHOUSE_URL) is None:
+        return LOCAL_DASHBOARD_URL
+    return url

@@ -23,6 +23,7 @@ from totesys_assets.pipelining import concurrently
 from totesys_assets.raw.assets import OWNERS, raw_asset_key
 from totesys_assets.resources.lake import LakeResource, frame_to_parquet
 from totesys_assets.resources.warehouse import LoadResult, WarehouseResource
+from totesys_assets.settings import dashboard_url, lake_kind
 from totesys_assets.specs import WAREHOUSE_TABLES, TableSpec
 from totesys_assets.star import transforms
 
@@ -79,17 +80,24 @@ def _column_lineage_deps(spec: TableSpec) -> list[dg.AssetKey]:
     return sorted({dg.AssetKey(c.references.split(".")[0]) for c in spec.foreign_keys}, key=str)  # type: ignore[union-attr]
 
 
+def _links(spec: TableSpec) -> dict:
+    """The dashboard's address on the facts (TOTESYS_DASHBOARD_URL, or the local one on the demo)."""
+    url = dashboard_url()
+    return {"dashboard": dg.MetadataValue.url(url)} if spec.is_fact and url else {}
+
+
 def _common(spec: TableSpec) -> dict:
     return dict(
         description=spec.description,
         automation_condition=fact_condition if spec.is_fact else dimension_condition,
         freshness_policy=freshness_policy,
-        kinds={"polars", "postgres", "s3"},
+        kinds={"polars", "postgres", lake_kind()},
         owners=OWNERS,
         pool=WAREHOUSE_POOL,
         metadata={
             "dagster/column_schema": spec.table_schema(),
             "dagster/table_name": f"warehouse.public.{spec.name}",
+            **_links(spec),
         },
     )
 

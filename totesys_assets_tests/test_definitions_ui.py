@@ -1,0 +1,85 @@
+"""What the Dagster UI shows of the definitions: honest kinds, the lake's location, the dashboard link."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from totesys_assets_tests.conftest import REPO_ROOT
+
+SHOW = """
+import json, warnings
+import dagster as dg
+warnings.simplefilter("error", dg.BetaWarning)
+import totesys_assets.definitions as d
+graph = d.defs.resolve_asset_graph()
+out = {}
+for key in (["raw", "payment"], ["dim_staff"], ["fact_payment"]):
+    node = graph.get(dg.AssetKey(key))
+    meta = {k: str(getattr(v, "value", v)) for k, v in node.metadata.items() if k in ("lake_location", "dashboard")}
+    out["/".join(key)] = {"kinds": sorted(node.kinds), **meta}
+print(json.dumps(out))
+"""
+
+
+def _ui(**env: str) -> dict:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", SHOW],
+        env={**base, **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_embedded_demo_shows_a_local_parquet_lake_and_the_local_dashboard(tmp_path):
+    ui = _ui(TOTESYS_HOME=str(tmp_path))
+    assert ui["raw/payment"] == {
+        "kinds": ["parquet", "polars", "postgres"],
+        "lake_location": str(tmp_path / "lake" / "raw" / "payment") + "/",
+    }
+    assert ui["dim_staff"] == {"kinds": ["parquet", "polars", "postgres"]}
+    assert ui["fact_payment"]["dashboard"] == "http://127.0.0.1:8501"
+
+
+def test_a_deployment_shows_its_bucket_and_its_dashboard_and_no_password(tmp_path):
+    ui = _ui(
+        TOTESYS_HOME=str(tmp_path),
+        TOTESYS_DB_URL="postgresql://reader:s3cret@db.example/totesys",
+        WAREHOUSE_DB_URL="postgresql://loader:s3cret@wh.example/warehouse",
+        TOTESYS_LAKE_URL="s3://totes-lake/prod/",
+        TOTESYS_DASHBOARD_URL="https://dash.example/totes",
+    )
+    assert ui["raw/payment"] == {
+        "kinds": ["polars", "postgres", "s3"],
+        "lake_location": "s3://totes-lake/prod/raw/payment/",
+    }
+    assert ui["fact_payment"]["dashboard"] == "https://dash.example/totes"
+    assert "s3cret" not in json.dumps(ui)
+    # Without TOTESYS_DASHBOARD_URL a deployment links to no dashboard it cannot know of.
+    no_link = _ui(TOTESYS_HOME=str(tmp_path), WAREHOUSE_DB_URL="postgresql://loader@wh.example/warehouse")
+    assert "dashboard" not in no_link["fact_payment"]
+
+
+def test_a_raw_run_warns_nothing_from_our_code(pg, tmp_path, monkeypatch):
+    import warnings
+
+    import dagster as dg
+
+    from totesys_assets.raw.assets import raw_assets
+    from totesys_assets.resources.config import build_resources
+
+    url, sim = pg.new_source("quiet_src", seed=3, days=2)
+    monkeypatch.setenv("TOTESYS_DB_URL", url)
+    monkeypatch.setenv("TOTESYS_LAKE_URL", str(tmp_path / "lake"))
+    day = sim.now().date().isoformat()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert dg.materialize(raw_assets, resources=build_resources(), partition_key=day).success
+    ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "/totesys_assets/" in w.filename]
+    assert ours == []
