@@ -296,9 +296,14 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
         )
         return _FactLoad(table, result, frame.height)
 
-    for done in concurrently(selected, load, workers=FACT_WORKERS):
-        spec = done.table.spec
-        context.log.info(f"{spec.name} {days[0]}..{days[-1]}: {done.result}")
+    span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
+    context.log.info(f"loading {len(selected)} fact(s) for {len(days)} day(s) {span}")
+    for n, done in enumerate(concurrently(selected, load, workers=FACT_WORKERS), 1):
+        spec, result = done.table.spec, done.result
+        context.log.info(
+            f"facts {n}/{len(selected)} {spec.name}: {result.inserted:,} new version(s) of {result.rows:,}, "
+            f"{len(days)} day(s) {span}, {result.table_rows:,} rows in the table, loaded in {result.seconds:.1f} s"
+        )
         processed = lake.uri(lake.key("star", spec.name))
         yield dg.MaterializeResult(
             asset_key=spec.name, metadata=_materialize_metadata(done.result, processed, done.frame_rows)
