@@ -255,7 +255,7 @@ FILE_LOCATIONS = (
     "/selinux",
     "/srv",
     "/sys",
-    "/tmp",
+    "/tmp",  # nosec B108 (a design.file_location value of the real data, not a path we write)
     "/usr",
     "/usr/X11R6",
     "/usr/bin",
@@ -274,7 +274,7 @@ FILE_LOCATIONS = (
     "/var/log",
     "/var/mail",
     "/var/spool",
-    "/var/tmp",
+    "/var/tmp",  # nosec B108 (a design.file_location value of the real data)
     "/var/yp",
 )
 ITEM_CODE_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
