@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import threading
+import time
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -1029,6 +1031,9 @@ def test_first_bulk_load_with_a_bad_key_leaves_the_table_empty_and_intact(pg):
     assert fetch(wh, FACT_INDEXES_QUERY) == indexes
     fks = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'fact_sales_order'::regclass AND contype = 'f'"
     assert fetch(wh, fks) == [(len(WAREHOUSE_TABLES["fact_sales_order"].foreign_keys),)]
+    # the failed load took no record ids: the next one numbers from 1, as if it had never run
+    wh.append_facts("fact_sales_order", frame("fact_sales_order", rows[:3]))
+    assert wh.read_table("fact_sales_order")["sales_record_id"].to_list() == [1, 2, 3]
 
 
 def test_checks_trust_enforced_constraints_and_count_what_is_not_enforced(pg):
@@ -1120,14 +1125,15 @@ def _dimension_locks(conn: psycopg.Connection) -> list[str]:
     ]
 
 
-def test_concurrent_first_loads_do_not_queue_for_the_dimensions(pg):
-    """The facts step loads two empty facts at once. Without the window, a bulk load's first
-    statements (dropping its foreign keys) lock every dimension it references until COMMIT, so a
-    second load waits for all of the first; inside it, a load in progress holds no dimension lock
-    and the other load goes through. Afterwards the schema is exactly as loaded one at a time."""
-    url = pg.new_db("side_by_side")
-    # a lock wait fails after 1 s instead of hanging the test
-    wh = WarehouseResource(url=f"{url}&options=-c%20lock_timeout%3D1000", bulk_load_min_rows=2)
+def test_two_first_fact_loads_take_turns_only_after_their_copy(pg):
+    """The facts step loads two empty facts at once. Dropping a fact's foreign keys locks the
+    dimensions they reference until COMMIT, and all of that is inside each load's own transaction;
+    a first load COPYs its rows into a temporary stage before it locks any dimension, so while one
+    load holds the dimensions the other gets through its COPY and waits only to move its rows in.
+    Afterwards the schema and the rows are exactly as loaded one at a time."""
+    from totesys_assets.resources.warehouse import _bulk_drop_statements
+
+    wh = WarehouseResource(url=pg.new_db("side_by_side"), bulk_load_min_rows=2)
     serial = WarehouseResource(url=pg.new_db("one_at_a_time"), bulk_load_min_rows=2)
     sales = frame("fact_sales_order", [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, i)) for i in range(1, 6)])
     purchases = frame(
@@ -1135,71 +1141,40 @@ def test_concurrent_first_loads_do_not_queue_for_the_dimensions(pg):
     )
     for resource in (wh, serial):
         seed_dimensions(resource)
-    from totesys_assets.resources.warehouse import _bulk_drop_statements
+    before = fetch(wh, EVERY_CONSTRAINT)
 
-    def hold_sales_load_open(conn: psycopg.Connection) -> list[str]:
-        """What the sales load does before its COPY, left open; the dimensions it then locks."""
-        conn.execute("BEGIN")
+    results: dict[str, LoadResult] = {}
+    with psycopg.connect(wh.url, autocommit=True) as sales_load:  # type: ignore[arg-type]
+        # the sales load in its last part: its foreign keys dropped, the dimensions locked
+        sales_load.execute("BEGIN")
         for statement in _bulk_drop_statements(WAREHOUSE_TABLES["fact_sales_order"]):
-            conn.execute(statement)
-        return _dimension_locks(conn)
-
-    # without the window: the second load cannot get past its first statements
-    with psycopg.connect(url, autocommit=True) as conn:
-        assert "dim_date" in hold_sales_load_open(conn)
-        with pytest.raises(psycopg.errors.LockNotAvailable):
-            with psycopg.connect(wh.url, autocommit=True) as other:
-                other.execute("BEGIN")
-                for statement in _bulk_drop_statements(WAREHOUSE_TABLES["fact_purchase_order"]):
-                    other.execute(statement)
-        conn.execute("ROLLBACK")
-
-    with wh.concurrent_first_loads(SIDE_BY_SIDE) as lifted:
-        assert lifted == sorted(SIDE_BY_SIDE)
-        with psycopg.connect(url, autocommit=True) as conn:
-            assert hold_sales_load_open(conn) == []
-            result = wh.append_facts("fact_purchase_order", purchases)  # the whole load, meanwhile
-            assert (result.inserted, result.bulk) == (3, True)
-            conn.execute("ROLLBACK")
-        assert wh.append_facts("fact_sales_order", sales).inserted == 5
+            sales_load.execute(statement)
+        assert "dim_date" in _dimension_locks(sales_load)
+        assert fetch(wh, EVERY_CONSTRAINT) == before  # uncommitted: nobody else sees a key missing
+        other = threading.Thread(
+            target=lambda: results.setdefault("purchases", wh.append_facts("fact_purchase_order", purchases))
+        )
+        other.start()
+        deadline = time.monotonic() + 30
+        waiting = None
+        while time.monotonic() < deadline and waiting is None:
+            waiting = fetch(
+                wh,
+                "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> %s",
+                (sales_load.info.backend_pid,),
+            )
+            waiting = waiting[0][0] if waiting else None
+            time.sleep(0.02)
+        # the purchase load has COPYed its rows and waits at the dimensions' lock
+        assert waiting is not None and waiting.startswith("LOCK TABLE") and "dim_" in waiting, waiting
+        sales_load.execute("ROLLBACK")
+        other.join(60)
+    assert (results["purchases"].inserted, results["purchases"].bulk) == (3, True)
+    assert wh.append_facts("fact_sales_order", sales).inserted == 5
     serial.append_facts("fact_purchase_order", purchases)
     serial.append_facts("fact_sales_order", sales)
-    assert fetch(wh, EVERY_CONSTRAINT) == fetch(serial, EVERY_CONSTRAINT)
+    assert fetch(wh, EVERY_CONSTRAINT) == fetch(serial, EVERY_CONSTRAINT) == before
     assert fetch(wh, EVERY_INDEX) == fetch(serial, EVERY_INDEX)
     for table in SIDE_BY_SIDE:
         assert_frame_equal(wh.read_table(table), serial.read_table(table))
-
-
-def test_a_failed_load_inside_the_concurrent_window_gets_its_keys_back(pg):
-    """A load that fails inside the window rolls its table back to empty; on the way out its
-    foreign keys are added back, so the schema is whole again, and the error is the usual one."""
-    wh = WarehouseResource(url=pg.new_db("window_failure"), bulk_load_min_rows=2)
-    seed_dimensions(wh)
-    before = fetch(wh, EVERY_CONSTRAINT)
-    bad = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, i)) for i in range(1, 4)]
-    bad.append(sales_row(4, dt.datetime(2024, 11, 15, 10), design_id=999))
-    with pytest.raises(WarehouseLoadError) as err:
-        with wh.concurrent_first_loads(SIDE_BY_SIDE) as lifted:
-            assert lifted == sorted(SIDE_BY_SIDE)
-            assert len(fetch(wh, EVERY_CONSTRAINT)) < len(before)  # the keys are lifted meanwhile
-            wh.append_facts("fact_sales_order", frame("fact_sales_order", bad))
-    assert (err.value.table, err.value.column, err.value.value) == ("fact_sales_order", "design_id", "999")
-    assert wh.read_table("fact_sales_order").is_empty()
-    assert fetch(wh, EVERY_CONSTRAINT) == before
-
-
-def test_the_window_lifts_nothing_unless_two_facts_are_empty(pg):
-    """An incremental run (loaded facts) neither drops a key nor waits for the facts' readers."""
-    url = pg.new_db("window_one_empty")
-    wh = WarehouseResource(url=f"{url}&options=-c%20lock_timeout%3D1000", bulk_load_min_rows=2)
-    seed_dimensions(wh)
-    one = frame("fact_sales_order", [sales_row(1, dt.datetime(2024, 11, 15, 9))])
-    wh.append_facts("fact_sales_order", one)
-    before = fetch(wh, EVERY_CONSTRAINT)
-    with psycopg.connect(url) as reader:  # a report reading both facts, its transaction open
-        reader.execute("SELECT count(*) FROM fact_sales_order, fact_purchase_order").fetchone()
-        with wh.concurrent_first_loads(SIDE_BY_SIDE) as lifted:
-            assert lifted == []
-            assert fetch(wh, EVERY_CONSTRAINT) == before
-    with wh.concurrent_first_loads(["fact_purchase_order"]) as lifted:
-        assert lifted == []

@@ -260,14 +260,22 @@ def _append_statement(spec: TableSpec, *, on_conflict: bool = True) -> sql.Compo
     )
 
 
-def _reserve_serials_statement(table: str, column: str, count: int) -> str:
-    """Advance a serial column's sequence by `count` ids at once; returns the last id reserved."""
-    sequence = sql.SQL("pg_get_serial_sequence({}, {})").format(
+def _serial_sequence(table: str, column: str) -> sql.Composable:
+    return sql.SQL("pg_get_serial_sequence({}, {})").format(
         sql.Literal(sql.Identifier(table).as_string()), sql.Literal(column)
     )
+
+
+def _sequence_state_statement(sequence: str) -> str:
+    """`last_value, is_called` of a sequence named as `pg_get_serial_sequence` returns it (quoted)."""
+    return sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(sequence)).as_string()
+
+
+def _advance_serial_statement(table: str, column: str, last: int) -> str:
+    """Move a serial column's sequence to `last` (the ids up to it are taken)."""
     return (
-        sql.SQL("SELECT setval({seq}, nextval({seq}) + {extra})")
-        .format(seq=sequence, extra=sql.Literal(int(count) - 1))
+        sql.SQL("SELECT setval({seq}, {last})")
+        .format(seq=_serial_sequence(table, column), last=sql.Literal(int(last)))
         .as_string()
     )
 
@@ -814,13 +822,17 @@ class WarehouseResource(dg.ConfigurableResource):
                         execute(statement)
                 frame = staged.sort(order).select(spec.insert_columns)
                 serials = [c.name for c in spec.columns if c.kind is Kind.SERIAL]
-                if serials and frame.height:
-                    # Reserve the serial ids in one step and send them with the rows: COPY then
-                    # skips a nextval() per row (1.6M rows: 2.7 -> 2.4 s). The table is locked,
-                    # so the ids are exactly what the database would have assigned in this order.
-                    (serial,) = serials
-                    last = int(execute(_reserve_serials_statement(spec.name, serial, frame.height))[0])
-                    ids = pl.int_range(last - frame.height + 1, last + 1, dtype=pl.Int32, eager=True)
+                serial = serials[0] if serials and frame.height else None
+                if serial is not None:
+                    # The serial ids are sent with the rows: COPY then skips a nextval() per row
+                    # (1.6M rows: 2.7 -> 2.4 s). The table is locked, so they are exactly what the
+                    # database would have assigned in this order; the sequence moves past them as
+                    # the load's last statement (a sequence ignores ROLLBACK: moved first, a load
+                    # that died would leave a gap that shifts every id of the next one).
+                    sequence = execute(sql.SQL("SELECT {}").format(_serial_sequence(spec.name, serial)))[0]
+                    last, called = execute(_sequence_state_statement(sequence))
+                    first = int(last) + 1 if called else int(last)
+                    ids = pl.int_range(first, first + frame.height, dtype=pl.Int32, eager=True)
                     frame = frame.select(ids.alias(serial), *spec.insert_columns)
                 if spec.is_fact:
                     stage = sql.Identifier(_stage_name(spec))
@@ -844,6 +856,8 @@ class WarehouseResource(dg.ConfigurableResource):
                 if rebuild_key:
                     for statement in _referencing_key_restore_statements(spec, referencing):
                         execute(statement)
+                if serial is not None:
+                    execute(_advance_serial_statement(spec.name, serial, first + frame.height - 1))
                 conn.commit()
                 table_rows = frame.height  # the table was empty under the exclusive lock
             except adbc_driver_manager.Error as exc:
