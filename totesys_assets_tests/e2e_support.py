@@ -172,6 +172,9 @@ def prepare_deployment(
         WAREHOUSE_DB_URL=new_db("e2e_wh"),
         TOTESYS_LAKE_URL=f"s3://{new_bucket('e2e')}/totes",
         TOTESYS_HOME=str(workdir / "totesys_home"),  # never used (everything is configured)
+        # The partitions start with the seeded history, which the headless catch-up loads; with the
+        # default start the automation would backfill two empty years in the middle of a measurement.
+        TOTESYS_START_DATE=first_day,
         DAGSTER_HOME=str(home),
         DAGSTER_PG_URL=storage_url,
         TOTESYS_SENSOR_INTERVAL_S=str(sensor_interval_s),
