@@ -157,7 +157,9 @@ def status() -> None:
         state = "not initialised" if not (pgdata / "PG_VERSION").exists() else "stopped"
         print(f"embedded PostgreSQL: {state} ({pgdata}); the first run, tick or totesys-dev starts it")
     else:
-        base = f"postgresql://postgres:@/{{db}}?host={pgdata}"
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        socket_dir = lines[4] if len(lines) > 4 and lines[4] else pgdata  # postmaster.pid's socket line
+        base = f"postgresql://postgres:@/{{db}}?host={socket_dir}"
         print(f"embedded PostgreSQL: running (pid {pid}) in {pgdata}")
         print(f"source:    {base.format(db=SOURCE_DB)}")
         print(f"warehouse: {base.format(db=WAREHOUSE_DB)}")
@@ -179,6 +181,9 @@ def stop() -> None:
         return
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     server.cleanup()
+    if running_pid(pgdata) is not None:  # pgserver stops a server only when its last user leaves
+        print(f"the embedded PostgreSQL in {pgdata} is still used by another process; stop that first")
+        return
     print(f"stopped the embedded PostgreSQL in {pgdata}")
 
 

@@ -71,3 +71,50 @@ def test_a_start_that_never_succeeds_names_the_folder(tmp_path, monkeypatch, pgs
     with pytest.raises(RuntimeError, match=r"embedded PostgreSQL in .*/pg did not start within 2 s"):
         embedded._server_uri(tmp_path)
     assert (tmp_path / "pg").resolve() not in pgs.PostgresServer._instances
+
+
+def _embedded(home, *args: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_"))}
+    env["TOTESYS_HOME"] = str(home)
+    out = subprocess.run(
+        [sys.executable, "-m", "totesys_assets.embedded", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_status_says_whether_the_server_runs_and_starts_nothing(tmp_path):
+    home = tmp_path / "home"
+    assert "embedded PostgreSQL: not initialised" in _embedded(home, "status")
+    assert not (home / "pg").exists()
+
+    import os
+    import subprocess
+    import sys
+
+    import psycopg
+
+    # Started by another process that then exits, as dagster dev's processes leave it running.
+    env = {**os.environ, "TOTESYS_HOME": str(home)}
+    start = "from totesys_assets import embedded; print(embedded.warehouse_url())"
+    warehouse = subprocess.run(
+        [sys.executable, "-c", start], env=env, capture_output=True, text=True, check=True, timeout=120
+    ).stdout.strip()
+    try:
+        running = _embedded(home, "status")
+        assert "embedded PostgreSQL: running (pid" in running
+        url = next(line.split(None, 1)[1] for line in running.splitlines() if line.startswith("warehouse:"))
+        assert url == warehouse
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        _embedded(home, "stop")
+    assert "embedded PostgreSQL: stopped" in _embedded(home, "status")
