@@ -50,5 +50,5 @@ bench:  ## the benchmark at x1, x10 and x100 (run it alone on the machine)
 	$(BIN)/python bench/run.py --scale 1 --scale 10 --scale 100
 
 reset:  ## stop the embedded PostgreSQL and empty the demo source, warehouse, lake and Dagster instance
-	-$(BIN)/python -m totesys_assets.embedded stop
+	TOTESYS_HOME=$(TOTESYS_HOME) $(BIN)/python -m totesys_assets.embedded stop
 	rm -rf $(TOTESYS_HOME)

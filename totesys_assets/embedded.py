@@ -182,8 +182,7 @@ def stop() -> None:
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     server.cleanup()
     if running_pid(pgdata) is not None:  # pgserver stops a server only when its last user leaves
-        print(f"the embedded PostgreSQL in {pgdata} is still used by another process; stop that first")
-        return
+        raise SystemExit(f"the embedded PostgreSQL in {pgdata} is still used by another process; stop that first")
     print(f"stopped the embedded PostgreSQL in {pgdata}")
 
 
