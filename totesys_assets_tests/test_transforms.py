@@ -292,6 +292,48 @@ def test_unparseable_payment_date_is_named(oltp):
         T.fact_payment(payment)
 
 
+@pytest.mark.parametrize("bad", ["2024-13-45", "", "2024-1-2"])
+def test_split_fact_sets_a_bad_version_aside_and_keeps_the_others(oltp, bad):
+    """The facts step's lenient path: the version with the bad date is set aside, naming its key,
+    column and value; every other version comes out exactly as the strict transform makes it."""
+    sales = rows(oltp["sales_order"], "sales_order_id", 1, 2, 3)
+    broken = sales.with_columns(
+        agreed_delivery_date=pl.when(pl.col("sales_order_id") == 2)
+        .then(pl.lit(bad))
+        .otherwise(pl.col("agreed_delivery_date"))
+    )
+    split = T.split_fact("fact_sales_order", broken)
+    assert_frame_equal(split.frame, T.fact_sales_order(sales.filter(pl.col("sales_order_id") != 2)))
+    assert split.rejected_versions == 1
+    (rejected,) = split.rejected.rows(named=True)
+    assert (rejected["source_table"], rejected["source_id"], rejected["column_name"], rejected["value"]) == (
+        "sales_order", 2, "agreed_delivery_date", bad,
+    )  # fmt: skip
+    assert rejected["reason"] == "is not a %Y-%m-%d date"
+    assert rejected["last_updated"] == one(sales, "sales_order_id", 2)["last_updated"]
+    assert f'"agreed_delivery_date":"{bad}"' in rejected["source_row"]
+    # nothing to set aside: the same frame as the strict transform, no rejection
+    clean = T.split_fact("fact_sales_order", sales)
+    assert_frame_equal(clean.frame, T.fact_sales_order(sales))
+    assert clean.rejected.is_empty() and clean.rejected.schema == T.REJECTED_SCHEMA
+
+
+def test_split_fact_sets_aside_nulls_and_values_without_a_dimension_row(oltp):
+    payment = rows(oltp["payment"], "payment_id", 2, 3, 4).with_columns(
+        currency_id=pl.when(pl.col("payment_id") == 3).then(None).otherwise(pl.col("currency_id")),
+        counterparty_id=pl.when(pl.col("payment_id") == 4).then(999).otherwise(pl.col("counterparty_id")),
+    )
+    keys = {"counterparty_id": pl.Series(range(1, 21), dtype=pl.Int32)}
+    split = T.split_fact("fact_payment", payment, keys)
+    assert split.frame["payment_id"].to_list() == [2]
+    assert sorted(split.rejected.select("source_id", "column_name", "value", "reason").rows()) == [
+        (3, "currency_id", None, "is NULL, and fact_payment needs a value"),
+        (4, "counterparty_id", "999", "has no row in dim_counterparty"),
+    ]
+    # the account numbers, which the star leaves out, stay out of the rejected rows too
+    assert "account" not in split.rejected["source_row"][0]
+
+
 def test_input_with_the_wrong_dtype_is_an_error(reference_dir):
     raw = pl.read_parquet(reference_dir / "oltp_2024-11-15_parquet" / "sales_order.parquet")
     with pytest.raises(TransformError, match=r"sales_order\.sales_order_id: input dtype is Int64"):

@@ -189,11 +189,66 @@ def current_view_statement(spec: TableSpec) -> sql.Composable:
     )
 
 
+# Fact versions a load set aside (`split_fact`), in a schema of their own beside the star schema.
+QUARANTINE_SCHEMA = "quarantine"
+REJECTED_TABLE = "rejected_versions"
+OPEN_REJECTIONS_VIEW = "open_rejections"
+_REJECTED_COLUMNS = [
+    "fact",
+    "source_table",
+    "source_id",
+    "last_updated",
+    "column_name",
+    "value",
+    "reason",
+    "source_row",
+]
+
+
+def quarantine_statements() -> list[sql.Composable]:
+    """The quarantine: one row per rejected value of a fact's source version, and the view of those
+    not yet superseded by a loaded version of the same source row (or loaded themselves since)."""
+    schema = sql.Identifier(QUARANTINE_SCHEMA)
+    table = sql.Identifier(QUARANTINE_SCHEMA, REJECTED_TABLE)
+    superseded = sql.SQL(" OR ").join(
+        sql.SQL(
+            "(r.fact = {name} AND EXISTS (SELECT 1 FROM {fact} f WHERE f.{id} = r.source_id "
+            "AND (f.{d}, f.{t}) >= (r.last_updated::date, r.last_updated::time)))"
+        ).format(
+            name=sql.Literal(spec.name),
+            fact=sql.Identifier(spec.name),
+            id=sql.Identifier(spec.natural_key[0]),
+            d=sql.Identifier(spec.natural_key[1]),
+            t=sql.Identifier(spec.natural_key[2]),
+        )
+        for spec in WAREHOUSE_TABLES.values()
+        if spec.is_fact
+    )
+    return [
+        # (CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when the schema exists)
+        sql.SQL(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = {name}) "
+            "THEN CREATE SCHEMA {schema}; END IF; END $$"
+        ).format(name=sql.Literal(QUARANTINE_SCHEMA), schema=schema),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (fact text NOT NULL, source_table text NOT NULL, "
+            "source_id integer NOT NULL, last_updated timestamp(3) NOT NULL, column_name text NOT NULL, "
+            "value text, reason text NOT NULL, source_row jsonb NOT NULL, "
+            "first_seen timestamptz NOT NULL DEFAULT now(), last_seen timestamptz NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (fact, source_id, last_updated, column_name))"
+        ).format(table),
+        sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT r.* FROM {} r WHERE NOT ({})").format(
+            sql.Identifier(QUARANTINE_SCHEMA, OPEN_REJECTIONS_VIEW), table, superseded
+        ),
+    ]
+
+
 def warehouse_statements() -> list[sql.Composable]:
-    """The whole warehouse DDL: tables, keys, foreign keys and the `*_current` views."""
+    """The whole warehouse DDL: tables, keys, foreign keys, the `*_current` views and the quarantine."""
     specs = list(WAREHOUSE_TABLES.values())
     out = schema_statements(specs, source_style=False)
     out.extend(current_view_statement(s) for s in specs if s.is_fact)
+    out.extend(quarantine_statements())
     return out
 
 
@@ -885,6 +940,100 @@ class WarehouseResource(dg.ConfigurableResource):
             sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(spec.name))
         ).fetchone()
         return rows * 10 >= existing[0]  # type: ignore[index]
+
+    # -- quarantine ----------------------------------------------------------------------------
+
+    def dimension_keys(self, table: str) -> dict[str, pl.Series]:
+        """For each foreign key of a fact: the keys its dimension holds (read once per dimension)."""
+        spec = self._spec(table, fact=True)
+        by_dimension: dict[tuple[str, str], list[str]] = {}
+        for column in spec.foreign_keys:
+            ref_table, ref_column = column.references.split(".")  # type: ignore[union-attr]
+            by_dimension.setdefault((ref_table, ref_column), []).append(column.name)
+        out: dict[str, pl.Series] = {}
+        for (ref_table, ref_column), columns in by_dimension.items():
+            query = sql.SQL("SELECT {} FROM {}").format(sql.Identifier(ref_column), sql.Identifier(ref_table))
+            keys = pl.from_arrow(self._with_schema(lambda q=query: self._fetch_arrow(q.as_string())))
+            assert isinstance(keys, pl.DataFrame)
+            for name in columns:
+                out[name] = keys.to_series().cast(spec.column(name).dtype)
+        return out
+
+    def record_rejections(self, table: str, rejected: pl.DataFrame) -> int:
+        """Store the source versions a load of `table` set aside (`transforms.REJECTED_SCHEMA`), one
+        row per offending value; a version seen again updates its row. Returns the rows stored."""
+        spec = self._spec(table, fact=True)
+        if rejected.is_empty():
+            return 0
+        columns = _idents(_REJECTED_COLUMNS)
+        target = sql.Identifier(QUARANTINE_SCHEMA, REJECTED_TABLE)
+
+        def run() -> int:
+            with self.connect() as conn, conn.transaction():
+                conn.execute(
+                    "CREATE TEMP TABLE _stage_rejections (fact text, source_table text, source_id integer, "
+                    "last_updated timestamp(3), column_name text, value text, reason text, source_row jsonb) "
+                    "ON COMMIT DROP"
+                )
+                with conn.cursor().copy(
+                    sql.SQL("COPY _stage_rejections ({}) FROM STDIN").format(columns)
+                ) as copy:
+                    for row in rejected.select(_REJECTED_COLUMNS[1:]).iter_rows():
+                        copy.write_row((spec.name, *row))
+                return conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {target} ({cols}) SELECT {cols} FROM _stage_rejections "
+                        "ON CONFLICT (fact, source_id, last_updated, column_name) DO UPDATE SET "
+                        "value = excluded.value, reason = excluded.reason, source_row = excluded.source_row, "
+                        "last_seen = now()"
+                    ).format(target=target, cols=columns)
+                ).rowcount
+
+        return self._with_schema(run)
+
+    def open_rejections(self, table: str, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
+        """How many rejected versions of a fact are still open (not superseded by a loaded version
+        of the same source row), and the first `limit` rejected values, oldest first."""
+        spec = self._spec(table, fact=True)
+        view = sql.Identifier(QUARANTINE_SCHEMA, OPEN_REJECTIONS_VIEW)
+
+        def run() -> tuple[int, list[dict[str, Any]]]:
+            with self.connect() as conn:
+                count = conn.execute(
+                    sql.SQL(
+                        "SELECT count(DISTINCT (source_id, last_updated)) FROM {} WHERE fact = %s"
+                    ).format(view),
+                    (spec.name,),
+                ).fetchone()[0]  # type: ignore[index]
+                cur = conn.execute(
+                    sql.SQL(
+                        "SELECT source_table, source_id, last_updated, column_name, value, reason "
+                        "FROM {} WHERE fact = %s ORDER BY last_updated, source_id, column_name LIMIT %s"
+                    ).format(view),
+                    (spec.name, limit),
+                )
+                names = [d.name for d in cur.description or []]
+                return int(count), [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+        return self._with_schema(run)
+
+    def rejected_unloaded_versions(self, table: str, first_day: str, last_day: str) -> int:
+        """Rejected versions of a fact with `last_updated` in the days that the fact does not hold."""
+        spec = self._spec(table, fact=True)
+        natural_id, updated_date, updated_time = spec.natural_key
+        query = sql.SQL(
+            "SELECT count(DISTINCT (r.source_id, r.last_updated)) FROM {rejected} r "
+            "WHERE r.fact = %(fact)s AND r.last_updated >= %(first_day)s::date "
+            "AND r.last_updated < %(last_day)s::date + 1 AND NOT EXISTS (SELECT 1 FROM {fact} f "
+            "WHERE f.{id} = r.source_id AND f.{d} = r.last_updated::date AND f.{t} = r.last_updated::time)"
+        ).format(
+            rejected=sql.Identifier(QUARANTINE_SCHEMA, REJECTED_TABLE),
+            fact=sql.Identifier(spec.name),
+            id=sql.Identifier(natural_id),
+            d=sql.Identifier(updated_date),
+            t=sql.Identifier(updated_time),
+        )
+        return int(self.scalar(query, {"fact": spec.name, "first_day": first_day, "last_day": last_day}))
 
     # -- reads (asset checks, tests) -----------------------------------------------------------
 

@@ -254,6 +254,7 @@ class _FactLoad:
     table: StarTable
     result: LoadResult
     frame_rows: int
+    rejected_versions: int = 0
 
 
 @dg.multi_asset(
@@ -284,8 +285,23 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
 
     def load(table: StarTable) -> _FactLoad:
         spec = table.spec
+        keys = warehouse.dimension_keys(spec.name)
         with one_transform:
-            frame = table.transform(lake.read_raw(table.sources[0], days))
+            # A version that cannot be loaded (a bad date, a NULL, a value without its dimension
+            # row) is set aside into the quarantine, the others load: one bad version does not hold
+            # back the day. The `no_rejected_versions` check fails, naming it, until a corrected
+            # version is loaded.
+            split = transforms.split_fact(spec.name, lake.read_raw(table.sources[0], days), keys)
+        frame = split.frame
+        if split.rejected_versions:
+            warehouse.record_rejections(spec.name, split.rejected)
+            first = split.rejected.row(0, named=True)
+            context.log.warning(
+                f"{spec.name}: {split.rejected_versions} source version(s) rejected and not loaded, "
+                f"e.g. {first['source_table']} {first['source_id']} (last_updated {first['last_updated']}): "
+                f"{first['column_name']} = {first['value']!r} {first['reason']} "
+                "(quarantine.rejected_versions)"
+            )
         result = warehouse.append_facts(spec.name, frame)
         by_day = frame.partition_by("last_updated_date", as_dict=True) if frame.height else {}
         lake.put_frames(
@@ -294,7 +310,7 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
                 for (day,), part in by_day.items()
             }
         )
-        return _FactLoad(table, result, frame.height)
+        return _FactLoad(table, result, frame.height, split.rejected_versions)
 
     span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
     context.log.info(f"loading {len(selected)} fact(s) for {len(days)} day(s) {span}")
@@ -305,8 +321,9 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
             f"{len(days)} day(s) {span}, {result.table_rows:,} rows in the table, loaded in {result.seconds:.1f} s"
         )
         processed = lake.uri(lake.key("star", spec.name))
+        metadata = _materialize_metadata(done.result, processed, done.frame_rows)
         yield dg.MaterializeResult(
-            asset_key=spec.name, metadata=_materialize_metadata(done.result, processed, done.frame_rows)
+            asset_key=spec.name, metadata={**metadata, "versions_rejected": done.rejected_versions}
         )
 
 

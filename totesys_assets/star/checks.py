@@ -229,20 +229,73 @@ class TableCheck:
 def evaluate_reconcile(
     lake: LakeResource, warehouse: WarehouseResource, spec: TableSpec, scope: Scope
 ) -> dg.AssetCheckResult:
-    """A fact holds exactly one row per distinct version of its raw source in the scope's days."""
+    """A fact holds exactly one row per distinct version of its raw source in the scope's days,
+    but for the versions it set aside (quarantined: `no_rejected_versions` reports those)."""
     source = SOURCE_TABLES[spec.source_table]  # type: ignore[index]
     keys = [source.primary_key, LAST_UPDATED.name]
     versions = lake.read_raw(source.name, days=scope.days, columns=keys).unique().height
     count = sql.SQL("SELECT count(*) FROM {}{}").format(_ident(spec.name), scope.where())
     rows = int(warehouse.scalar(count, scope.params))
+    first, last = (scope.days[0], scope.days[-1]) if scope.days else ("0001-01-01", "9999-12-30")
+    rejected = warehouse.rejected_unloaded_versions(spec.name, first, last)
     return dg.AssetCheckResult(
-        passed=rows == versions,
+        passed=rows == versions - rejected,
         metadata={
             "scope": scope.label(),
             "lake_versions": versions,
+            "rejected_versions": rejected,
             "warehouse_rows": rows,
-            "difference": rows - versions,
+            "difference": rows - (versions - rejected),
         },
+    )
+
+
+def _markdown_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def evaluate_rejections(
+    lake: LakeResource, warehouse: WarehouseResource, spec: TableSpec, scope: Scope
+) -> dg.AssetCheckResult:
+    """No source version of the fact is rejected (quarantined) without a loaded version of the
+    same row since. Over the whole table, whatever days the run loaded: a later day's run must not
+    turn it green while an older day still holds a rejected version."""
+    total, first = warehouse.open_rejections(spec.name)
+    shown = [
+        f"{r['source_table']}.{SOURCE_TABLES[r['source_table']].primary_key}={r['source_id']} "
+        f"(last_updated {r['last_updated']}): {r['column_name']} = {r['value']!r} {r['reason']}"
+        for r in first
+    ]
+    # (shown to the user, never executed)
+    where = f"SELECT * FROM quarantine.open_rejections WHERE fact = '{spec.name}'"  # noqa: S608
+    if not total:
+        return dg.AssetCheckResult(passed=True, metadata={"open_rejections": 0, "query": where})
+    description = f"{spec.name}: {total} source version(s) rejected and not loaded: " + "; ".join(shown[:5])
+    if total > 5:
+        description += f"; … ({where})"
+    table = "\n".join(
+        ["| source row | last_updated | column | value | why |", "|---|---|---|---|---|"]
+        + [
+            "| "
+            + " | ".join(
+                _markdown_cell(c)
+                for c in (
+                    f"{r['source_table']} {r['source_id']}",
+                    r["last_updated"],
+                    r["column_name"],
+                    repr(r["value"]),
+                    r["reason"],
+                )
+            )
+            + " |"
+            for r in first
+        ]
+    )
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={"open_rejections": total, "rejected": dg.MetadataValue.md(table), "query": where},
     )
 
 
@@ -271,6 +324,16 @@ def table_checks(spec: TableSpec) -> list[TableCheck]:
         description = f"{spec.name} holds exactly one row per distinct version of raw/{source.name}."
         # first: reading the lake makes it the slowest, so it starts at once
         checks.insert(0, TableCheck(spec, "reconciles_with_lake", description, evaluate_reconcile))
+        checks.append(
+            TableCheck(
+                spec,
+                "no_rejected_versions",
+                f"No version of raw/{source.name} is held out of {spec.name} (quarantine.open_rejections): "
+                "a bad value fails this check naming the row, the column and the value until a corrected "
+                "version is loaded.",
+                evaluate_rejections,
+            )
+        )
     return checks
 
 
