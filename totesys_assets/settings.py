@@ -1,11 +1,15 @@
-"""The configuration contract (DESIGN.md): environment variables and their embedded defaults."""
+"""The configuration contract (DESIGN.md): every environment variable the code location reads, its
+default, and the one redaction of secrets that logs, errors, metadata and alerts go through."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 ENV_SOURCE_URL = "TOTESYS_DB_URL"
 ENV_WAREHOUSE_URL = "WAREHOUSE_DB_URL"
@@ -28,19 +32,6 @@ def env_or_none(name: str) -> str | None:
 
 def partitions_start_date() -> str:
     return env_or_none(ENV_START_DATE) or DEFAULT_START_DATE
-
-
-def redact_url(url: str) -> str:
-    """A database URL with any password replaced, safe for logs, errors and metadata."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit(parts._replace(query=query))
 
 
 def lake_location() -> str:
@@ -82,3 +73,200 @@ def dashboard_url() -> str | None:
     if url is None and env_or_none(ENV_WAREHOUSE_URL) is None:
         return LOCAL_DASHBOARD_URL
     return url
+
+
+# --- Automation timing: read when the schedule and sensor definitions are built ----------------
+
+ENV_REFRESH_CRON = "TOTESYS_REFRESH_CRON"
+ENV_HEARTBEAT_CRON = "TOTESYS_HEARTBEAT_CRON"
+ENV_DEMO_CRON = "TOTESYS_DEMO_CRON"
+ENV_SENSOR_INTERVAL_S = "TOTESYS_SENSOR_INTERVAL_S"
+ENV_AUTOMATION_INTERVAL_S = "TOTESYS_AUTOMATION_INTERVAL_S"
+
+DEFAULT_REFRESH_CRON = "*/10 * * * *"
+DEFAULT_HEARTBEAT_CRON = "*/20 * * * *"
+DEFAULT_DEMO_CRON = "* * * * *"
+DEFAULT_SENSOR_INTERVAL_S = 15
+DEFAULT_AUTOMATION_INTERVAL_S = 15
+
+
+def refresh_cron() -> str:
+    """The raw refresh schedule's cron (UTC)."""
+    return env_or_none(ENV_REFRESH_CRON) or DEFAULT_REFRESH_CRON
+
+
+def heartbeat_cron() -> str:
+    """The cron (UTC) on which the dimensions and today's facts reload even without a raw change."""
+    return env_or_none(ENV_HEARTBEAT_CRON) or DEFAULT_HEARTBEAT_CRON
+
+
+def demo_cron() -> str:
+    """The cron (UTC) of the embedded demo's activity."""
+    return env_or_none(ENV_DEMO_CRON) or DEFAULT_DEMO_CRON
+
+
+def sensor_interval_s() -> int:
+    """Seconds between ticks of the source change sensor."""
+    return _seconds(ENV_SENSOR_INTERVAL_S, DEFAULT_SENSOR_INTERVAL_S)
+
+
+def automation_interval_s() -> int:
+    """Seconds between evaluations of the declarative-automation sensor."""
+    return _seconds(ENV_AUTOMATION_INTERVAL_S, DEFAULT_AUTOMATION_INTERVAL_S)
+
+
+def _seconds(name: str, default: int) -> int:
+    raw = env_or_none(name)
+    try:
+        return int(raw) if raw is not None else default
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number of seconds, got {raw!r}") from None
+
+
+# --- Alerts ------------------------------------------------------------------------------------
+
+ENV_WEBSERVER_URL = "DAGSTER_WEBSERVER_URL"
+ENV_ALERT_SNS_TOPIC_ARN = "TOTESYS_ALERT_SNS_TOPIC_ARN"
+ENV_ALERT_WEBHOOK_URL = "TOTESYS_ALERT_WEBHOOK_URL"
+ENV_SMTP_HOST = "TOTESYS_ALERT_SMTP_HOST"
+ENV_SMTP_PORT = "TOTESYS_ALERT_SMTP_PORT"
+ENV_SMTP_FROM = "TOTESYS_ALERT_SMTP_FROM"
+ENV_SMTP_TO = "TOTESYS_ALERT_SMTP_TO"
+ENV_SMTP_USER = "TOTESYS_ALERT_SMTP_USER"
+ENV_SMTP_PASSWORD = "TOTESYS_ALERT_SMTP_PASSWORD"
+ENV_SMTP_STARTTLS = "TOTESYS_ALERT_SMTP_STARTTLS"
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Email alerts. STARTTLS defaults on when a user is set, so a password never travels in clear
+    unless TOTESYS_ALERT_SMTP_STARTTLS=false says so."""
+
+    host: str
+    port: int
+    sender: str
+    recipients: tuple[str, ...]
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    starttls: bool = False
+
+    @classmethod
+    def from_env(cls) -> SmtpSettings | None:
+        """None without TOTESYS_ALERT_SMTP_HOST; a ValueError naming the variable that is invalid."""
+        host = env_or_none(ENV_SMTP_HOST)
+        if host is None:
+            return None
+        user = env_or_none(ENV_SMTP_USER)
+        starttls_text = (env_or_none(ENV_SMTP_STARTTLS) or ("true" if user else "false")).lower()
+        if starttls_text not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"{ENV_SMTP_STARTTLS} must be true or false, got {starttls_text!r}")
+        starttls = starttls_text in ("1", "true", "yes", "on")
+        port = env_or_none(ENV_SMTP_PORT) or ("587" if starttls else "25")
+        if not port.isdigit():
+            raise ValueError(f"{ENV_SMTP_PORT} must be a port number, got {port!r}")
+        recipients = tuple(r.strip() for r in (env_or_none(ENV_SMTP_TO) or "").split(",") if r.strip())
+        if not recipients:
+            raise ValueError(f"{ENV_SMTP_HOST} is set but {ENV_SMTP_TO} lists no recipients")
+        sender = env_or_none(ENV_SMTP_FROM) or f"dagster-alerts@{socket.getfqdn() or 'localhost'}"
+        return cls(host, int(port), sender, recipients, user, env_or_none(ENV_SMTP_PASSWORD), starttls)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where run-failure alerts go (an unset channel is not used) and the run link's base URL."""
+
+    webserver_url: str | None = None
+    sns_topic_arn: str | None = None
+    # A Slack or Teams webhook URL is a credential: kept out of the repr, scrubbed from alerts.
+    webhook_url: str | None = field(default=None, repr=False)
+    smtp: SmtpSettings | None = None
+    # Invalid email settings, reported when an alert is sent so the other channels still deliver.
+    smtp_error: str | None = None
+
+    @classmethod
+    def from_env(cls) -> AlertSettings:
+        try:
+            smtp, smtp_error = SmtpSettings.from_env(), None
+        except ValueError as exc:
+            smtp, smtp_error = None, str(exc)
+        return cls(
+            webserver_url=env_or_none(ENV_WEBSERVER_URL),
+            sns_topic_arn=env_or_none(ENV_ALERT_SNS_TOPIC_ARN),
+            webhook_url=env_or_none(ENV_ALERT_WEBHOOK_URL),
+            smtp=smtp,
+            smtp_error=smtp_error,
+        )
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values no alert or log line may show: the SMTP password and the webhook URL's parts."""
+        found = [self.smtp.password] if self.smtp and self.smtp.password else []
+        if self.webhook_url:
+            parts = urlsplit(self.webhook_url)
+            found += [self.webhook_url, parts.path if len(parts.path) > 1 else "", parts.query]
+        return tuple(s for s in found if s)
+
+
+# --- Redaction ---------------------------------------------------------------------------------
+
+_SECRET_ENV_MARKERS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+# Shorter values and these words are not hidden: masking every "1" or "true" would mangle the
+# text without protecting anything.
+_MIN_SECRET_LEN = 4
+_NOT_SECRETS = {"true", "false", "none", "null", "yes", "no", "on", "off"}
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@'\"]*):(?P<password>[^\s'\"]+)@")
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)[\w.\-]*password=)[^&]*")
+_SECRET_KEY_VALUE = re.compile(
+    r"(?P<key>\b[\w.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|private[_\-]?key)[\w\-]*)"
+    r"(?P<sep>['\"]?\s*[=:]\s*)"
+    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s'\",;&}\])]+)",
+    re.IGNORECASE,
+)
+
+
+def redact_url(url: str) -> str:
+    """A URL with its password (user info or `password=` query parameter) masked, for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    # Edited as text: urlunsplit would turn `postgresql:///db?host=...` into `postgresql:/db?...`.
+    head, mark, query = url.partition("?")
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        head = head.replace(parts.netloc, f"{parts.username or ''}:***@{host}", 1)
+    return head + mark + _QUERY_PASSWORD.sub(r"\1***", query)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords a URL holds (user info, `password=` query parameters), as written in it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    found = [parts.password] if parts.password else []
+    found += [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(parts.query)]
+    return [s for s in found if s]
+
+
+def scrub_text(text: str, secrets: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> str:
+    """`text` without credentials: the given `secrets`, the values of secret-named environment
+    variables and the passwords of URL-valued ones, any URL password and `password=...`-style pair."""
+    if not text:
+        return text
+    values = {s for s in secrets if s and len(s) >= _MIN_SECRET_LEN}
+    for name, value in (os.environ if environ is None else environ).items():
+        value = (value or "").strip()
+        found = [value] if any(m in name.upper() for m in _SECRET_ENV_MARKERS) else []
+        found += url_secrets(value) if "://" in value else []
+        values |= {v for v in found if len(v) >= _MIN_SECRET_LEN and v.lower() not in _NOT_SECRETS}
+    # A password in a URL is percent-encoded there; it may appear in either form.
+    values |= {quote(v, safe="") for v in values} | {unquote(v) for v in values}
+    for value in sorted((v for v in values if len(v) >= _MIN_SECRET_LEN), key=len, reverse=True):
+        text = text.replace(value, "***")
+    text = _URL_PASSWORD.sub(r"\g<head>:***@", text)
+    return _SECRET_KEY_VALUE.sub(_mask_value, text)
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    quote_char = match.group("value")[0] if match.group("value")[0] in "'\"" else ""
+    return f"{match.group('key')}{match.group('sep')}{quote_char}***{quote_char}"

@@ -14,6 +14,7 @@ import email
 import email.policy
 import ipaddress
 import json
+import logging
 import os
 import socket
 import socketserver
@@ -34,14 +35,11 @@ from totesys_assets.automation.alerts import (
     MAX_STEP_ERROR_CHARS,
     Alert,
     AlertDeliveryError,
-    StepFailure,
-    WebhookChannel,
-    channels_from_env,
     run_failure_alerts,
-    scrub,
     send_alert,
     truncate,
 )
+from totesys_assets.settings import AlertSettings
 
 SOURCE_PASSWORD = "hunter2"
 ENV_PASSWORD = "w4rehouse-Pa55"  # the value of a *_PASSWORD env var, leaked into an error message
@@ -384,6 +382,17 @@ def _evaluate(failed: FailedRun) -> None:
     run_failure_alerts(context)
 
 
+def _fail(instance: dg.DagsterInstance, error: str) -> FailedRun:
+    """A real run of one asset that raises RuntimeError(error)."""
+
+    @dg.asset(key=["raw", "noisy_table"])
+    def noisy_table() -> None:
+        raise RuntimeError(error)
+
+    result = dg.materialize([noisy_table], instance=instance, raise_on_error=False)
+    return FailedRun(instance, result.dagster_run, result.get_run_failure_event())
+
+
 SECRETS = (SOURCE_PASSWORD, ENV_PASSWORD, SMTP_PASSWORD, WEBHOOK_SECRET_PATH)
 
 
@@ -530,18 +539,24 @@ def test_delivery_failure_fails_the_tick_without_secrets(instance, clean_alert_e
     assert not third.dagster_run_reactions
 
 
-def test_misconfigured_channel_does_not_stop_the_others(clean_alert_env, webhook):
+def test_misconfigured_channel_does_not_stop_the_others(clean_alert_env, webhook, caplog):
     env = clean_alert_env
     env.setenv("TOTESYS_ALERT_WEBHOOK_URL", webhook.url)
     env.setenv("TOTESYS_ALERT_SMTP_HOST", "127.0.0.1")  # but no TOTESYS_ALERT_SMTP_TO
-    channels = channels_from_env()
-    assert [c.name for c in channels] == ["webhook (127.0.0.1)", "email"]
+    settings = AlertSettings.from_env()
+    assert settings.smtp is None and "TOTESYS_ALERT_SMTP_TO" in (settings.smtp_error or "")
 
-    alert = Alert(run_id="r1", job_name="j", failed_steps=(StepFailure("s", "boom"),))
-    failures = send_alert(alert, channels)
+    alert = Alert(run_id="r1", job_name="j", failed_steps=(("s", "boom"),))
+    with caplog.at_level(logging.INFO, logger="alerts-test"):
+        failures = send_alert(alert, settings, logging.getLogger("alerts-test"))
     assert list(failures) == ["email"]
     assert "TOTESYS_ALERT_SMTP_TO" in failures["email"]
     assert len(webhook.requests) == 1
+    # both channels were tried, in order: the webhook (named by its host) delivered, email did not
+    assert [r.getMessage() for r in caplog.records] == [
+        "Alert for run r1 sent via webhook (127.0.0.1)",
+        f"Alert for run r1 could not be sent via email: {failures['email']}",
+    ]
 
 
 def test_run_failure_outside_steps_uses_the_failure_event(instance, clean_alert_env, webhook):
@@ -564,64 +579,36 @@ def test_run_failure_outside_steps_uses_the_failure_event(instance, clean_alert_
     assert SOURCE_PASSWORD not in webhook.requests[0]["body"].decode()
 
 
-def test_long_error_is_scrubbed_then_truncated():
+def test_long_error_is_scrubbed_then_truncated(instance, clean_alert_env, webhook):
+    clean_alert_env.setenv("TOTESYS_ALERT_WEBHOOK_URL", webhook.url)
     secret_url = f"postgresql://u:{SOURCE_PASSWORD}@db/x"
     # Place the password across the point where truncation cuts the head: truncating before
     # scrubbing would leave "postgresql://u:hun" in the alert, which no pattern recognises any more.
-    length = 100_000
-    probe = truncate("x" * length, MAX_STEP_ERROR_CHARS)
-    cut = probe.index("\n")
-    prefix = "A" * (cut - len("postgresql://u:hun"))
-    huge = prefix + secret_url + "B" * (length - len(prefix) - len(secret_url) - 11) + " final line"
-    assert huge[cut - 3 : cut] == "hun"
+    length, lead = 100_000, "RuntimeError: "  # the step's error text is the exception's line
+    cut = truncate("x" * length, MAX_STEP_ERROR_CHARS).index("\n")
+    prefix = "A" * (cut - len(lead) - len("postgresql://u:hun"))
+    huge = (
+        prefix + secret_url + "B" * (length - len(lead) - len(prefix) - len(secret_url) - 11) + " final line"
+    )
+    assert len(lead + huge) == length and (lead + huge)[cut - 3 : cut] == "hun"
 
-    alert = Alert(
-        run_id="r1", job_name="j", failed_steps=tuple(StepFailure(f"step_{i}", huge) for i in range(30))
-    ).scrubbed(environ={})
-    error = alert.failed_steps[0].error
+    _evaluate(_fail(instance, huge))
+    (error,) = [s["error"] for s in json.loads(webhook.requests[0]["body"])["failed_steps"]]
     assert len(error) <= MAX_STEP_ERROR_CHARS
     assert "u:hun" not in error and SOURCE_PASSWORD not in error
+    assert "u:***" in error
     assert "characters truncated" in error
     assert error.endswith(" final line")
+
+
+def test_many_failed_steps_are_listed_up_to_the_limit():
+    huge = "E" * 5000
+    alert = Alert(run_id="r1", job_name="j", failed_steps=tuple((f"step_{i}", huge) for i in range(30)))
     assert len(alert.text) <= MAX_ALERT_TEXT_CHARS
-    assert len(alert.to_payload()["failed_steps"]) == 10
-    assert (
-        "and 20 more failed steps"
-        in Alert(
-            run_id="r1", job_name="j", failed_steps=tuple(StepFailure(f"s{i}", "e") for i in range(30))
-        ).text
-    )
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("postgresql://u:hunter2@db:5432/x", "postgresql://u:***@db:5432/x"),
-        ("postgresql+psycopg2://admin:p@ss:w0rd@host/db?x=1", "postgresql+psycopg2://admin:***@host/db?x=1"),
-        ("host=db user=u password=hunter2 dbname=x", "host=db user=u password=*** dbname=x"),
-        ('{"password": "two words", "user": "u"}', '{"password": "***", "user": "u"}'),
-        ("PGPASSWORD='hunter2' psql", "PGPASSWORD='***' psql"),
-        ("https://h/p?access_key=AKIA123&x=1", "https://h/p?access_key=***&x=1"),
-        ("api_token: abc.def", "api_token: ***"),
-        ("password authentication failed for user u", "password authentication failed for user u"),
-        ("no secrets here: s3://bucket/raw/x.parquet", "no secrets here: s3://bucket/raw/x.parquet"),
-    ],
-)
-def test_scrub_patterns(raw, expected):
-    assert scrub(raw, environ={}) == expected
-
-
-def test_scrub_env_values():
-    environ = {
-        "TOTESYS_SOURCE_PASSWORD": "s0urce-pw",
-        "MY_API_TOKEN": "tok-123456",
-        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG",
-        "TOTESYS_DB_URL": "postgresql://u:p%40ss-in-url@db/totesys",
-        "FEATURE_KEY_ENABLED": "true",  # not a secret value
-        "SHORT_TOKEN": "ab",  # too short to scrub safely
-    }
-    text = "s0urce-pw tok-123456 wJalrXUtnFEMI/K7MDENG p%40ss-in-url p@ss-in-url? true ab"
-    assert scrub(text, environ=environ) == "*** *** *** *** ***? true ab"
+    assert len(alert.payload()["failed_steps"]) == 10
+    assert alert.title == "[Dagster] Run failed: j (step_0, step_1, step_2 +27)"
+    short = Alert(run_id="r1", job_name="j", failed_steps=tuple((f"s{i}", "e") for i in range(30)))
+    assert "and 20 more failed steps" in short.text
 
 
 def test_truncate_keeps_head_and_tail():
@@ -632,9 +619,13 @@ def test_truncate_keeps_head_and_tail():
     assert truncate("short", 1000) == "short"
 
 
-def test_webhook_url_is_not_exposed():
-    channel = WebhookChannel(url=f"https://hooks.slack.example{WEBHOOK_SECRET_PATH}")
-    assert channel.name == "webhook (hooks.slack.example)"
-    assert WEBHOOK_SECRET_PATH not in repr(channel)
-    with pytest.raises(ValueError, match="http"):
-        WebhookChannel(url="file:///etc/passwd")
+def test_webhook_url_and_smtp_password_are_not_exposed(all_channels, webhook):
+    settings = AlertSettings.from_env()
+    assert WEBHOOK_SECRET_PATH not in repr(settings) and SMTP_PASSWORD not in repr(settings)
+    assert {webhook.url, WEBHOOK_SECRET_PATH, SMTP_PASSWORD} <= set(settings.secrets())
+
+    all_channels.delenv("TOTESYS_ALERT_SNS_TOPIC_ARN")
+    all_channels.delenv("TOTESYS_ALERT_SMTP_HOST")
+    all_channels.setenv("TOTESYS_ALERT_WEBHOOK_URL", "file:///etc/passwd")
+    failures = send_alert(Alert(run_id="r1", job_name="j"), AlertSettings.from_env(), logging.getLogger())
+    assert failures == {"webhook (?)": "ValueError: TOTESYS_ALERT_WEBHOOK_URL must be an http(s) URL"}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import psycopg
+import pytest
 
-from totesys_assets.resources.source import TotesysSource, extract_query
+from totesys_assets.resources.source import SourceError, TotesysSource, extract_query
 from totesys_assets.specs import SOURCE_TABLES
 
 
@@ -34,3 +35,21 @@ def test_extract_takes_exactly_the_window_and_streams_without_parameters(pg):
     # each bound in a scalar subquery: evaluated once per query, not once per scanned row
     assert "(SELECT current_setting('totesys.extract_start')::timestamp)" in query
     assert "(SELECT current_setting('totesys.extract_end')::timestamp)" in query
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:///totesys?host={nowhere}&user=totes&password=hunter2%zz",
+        "postgresql://totes:hunter2%zz@/totesys?host={nowhere}",
+    ],
+)
+def test_connection_errors_hide_the_password_of_the_user_info_or_the_query_string(tmp_path, url):
+    """libpq quotes a malformed password back in its error; neither that nor the URL shows it."""
+    url = url.format(nowhere=tmp_path / "nowhere")
+    with pytest.raises(SourceError) as raised, TotesysSource(url=url).connect():
+        pass
+    message = str(raised.value)
+    assert message.startswith("cannot connect to the totesys source at postgresql://")
+    assert 'invalid percent-encoded token: "***"' in message
+    assert "hunter2" not in message

@@ -16,7 +16,7 @@ import polars as pl
 from psycopg import sql
 from pydantic import Field
 
-from totesys_assets.settings import redact_url
+from totesys_assets.settings import redact_url, scrub_text, url_secrets
 from totesys_assets.specs import SOURCE_TABLES, Kind, TableSpec
 
 
@@ -129,9 +129,9 @@ class TotesysSource(dg.ConfigurableResource):
         try:
             conn = adbc.connect(url)
         except adbc_driver_manager.Error as exc:
-            msg = str(exc)
+            reason = scrub_text(str(exc), url_secrets(url))
             raise SourceError(
-                f"cannot connect to the totesys source at {redact_url(url)}: {_redact(msg, url)}"
+                f"cannot connect to the totesys source at {redact_url(url)}: {reason}"
             ) from None
         try:
             with conn.cursor() as cur:
@@ -198,10 +198,3 @@ class TotesysSource(dg.ConfigurableResource):
 def _naive(ts: datetime) -> datetime:
     """Partition windows are UTC-aware; the source's timestamp(3) columns are naive."""
     return ts.replace(tzinfo=None) if ts.tzinfo else ts
-
-
-def _redact(message: str, url: str) -> str:
-    from urllib.parse import urlsplit
-
-    password = urlsplit(url).password
-    return message.replace(password, "***") if password else message
