@@ -74,7 +74,10 @@ def _frame_of_days() -> pl.DataFrame:
 
 def test_new_days_are_encoded_as_write_raw_day_would_store_them(tmp_path):
     days = ["2024-01-02", "2024-01-03", "2024-01-04"]
-    split = split_raw_days(SPEC, _frame_of_days(), days, encode_days={"2024-01-02", "2024-01-04"})
+    captured = datetime(2024, 1, 5, 12)
+    split = split_raw_days(
+        SPEC, _frame_of_days(), days, encode_days={"2024-01-02", "2024-01-04"}, captured_at=captured
+    )
     # every day is there (an empty one too); only requested days holding rows are encoded
     assert list(split) == days and split["2024-01-04"].is_empty()
     assert set(split.encoded) == {"2024-01-02"}
@@ -82,7 +85,11 @@ def test_new_days_are_encoded_as_write_raw_day_would_store_them(tmp_path):
 
     lake = LakeResource(url=str(tmp_path), s3=S3Resource())
     lake.write_raw_day(
-        "currency", "2024-01-02", _frame_of_days().filter(pl.col("currency_id").is_in([2, 4])), None
+        "currency",
+        "2024-01-02",
+        _frame_of_days().filter(pl.col("currency_id").is_in([2, 4])),
+        None,
+        captured_at=captured,
     )
     assert split.encoded["2024-01-02"] == lake.get(lake.raw_key("currency", "2024-01-02"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import polars as pl
 import psycopg
 import pytest
 
@@ -27,7 +28,9 @@ def test_extract_takes_exactly_the_window_and_streams_without_parameters(pg):
         )
     frame = TotesysSource(url=url).extract(SOURCE_TABLES["currency"], start, end)
     assert frame["currency_id"].sort().to_list() == [2, 3]
-    assert frame.schema == SOURCE_TABLES["currency"].polars_schema
+    # the table's columns and the source's hash of each row's content (its version identity)
+    assert frame.schema == {**SOURCE_TABLES["currency"].polars_schema, "_row_hash": pl.Int64()}
+    assert frame["_row_hash"].n_unique() == 2
     # The bounds travel as bound settings, so the SELECT has no parameters: ADBC can run it as a
     # binary COPY streamed into Arrow instead of holding libpq's whole result in memory first.
     query = extract_query(SOURCE_TABLES["payment"])

@@ -12,6 +12,8 @@ table's folder). A writer that lost re-reads the day, merges again and retries, 
 of every writer ends up in the day (`write_raw_day`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import io
@@ -44,6 +46,66 @@ WRITE_ATTEMPTS = 10
 CONDITIONAL_WRITES = True
 # The lock file of a local lake folder (hidden: listings skip dot files).
 LOCK_NAME = ".lock"
+
+# Capture metadata stored beside the source columns of every raw row version (README, "How the
+# lake captures changes"): the source's hash of the row's content (a version is primary key +
+# last_updated + this hash), when the lake first captured it, and whether it is a tombstone (the
+# row was observed gone from the source at `_captured_at`; its other columns are its last version).
+ROW_HASH, CAPTURED_AT, DELETED = "_row_hash", "_captured_at", "_deleted"
+META_SCHEMA = pl.Schema({ROW_HASH: pl.Int64(), CAPTURED_AT: pl.Datetime("ms"), DELETED: pl.Boolean()})
+# Objects written before the capture metadata existed read as captured at the epoch, not deleted,
+# with row hash 0 (the warehouse migration gives their fact rows the same values).
+LEGACY_CAPTURED_AT = datetime(1970, 1, 1)
+# Per-day fingerprints of what each raw table's days captured (`record_fingerprints`).
+FINGERPRINTS_PREFIX = "fingerprints"
+FINGERPRINT_SCHEMA = pl.Schema(
+    {
+        "day": pl.String(),
+        "rows": pl.Int64(),
+        "hash": pl.String(),
+        "data_version": pl.String(),
+        "recorded_at": pl.Datetime("ms"),
+    }
+)
+
+
+def lake_schema(spec: TableSpec) -> pl.Schema:
+    """The schema of a raw day object: the table's columns, then the capture metadata."""
+    return pl.Schema({**spec.polars_schema, **META_SCHEMA})
+
+
+def lake_empty_frame(spec: TableSpec) -> pl.DataFrame:
+    return pl.DataFrame(schema=lake_schema(spec))
+
+
+def with_capture_meta(spec: TableSpec, frame: pl.DataFrame, captured_at: datetime) -> pl.DataFrame:
+    """An extract (or any frame of the table's rows) with the capture metadata of a new capture.
+
+    A frame without the source's row hash (not from `TotesysSource.extract`) is hashed here.
+    """
+    exprs = []
+    if ROW_HASH not in frame.columns:
+        hashed = frame.select(spec.column_names).hash_rows(seed=0).reinterpret(signed=True)
+        exprs.append(pl.lit(hashed).alias(ROW_HASH))
+    if CAPTURED_AT not in frame.columns:
+        exprs.append(pl.lit(captured_at, dtype=META_SCHEMA[CAPTURED_AT]).alias(CAPTURED_AT))
+    if DELETED not in frame.columns:
+        exprs.append(pl.lit(False).alias(DELETED))
+    out = frame.with_columns(exprs) if exprs else frame
+    return out.select(pl.col(c).cast(t) for c, t in lake_schema(spec).items())
+
+
+def _legacy_meta(frame: pl.DataFrame, columns: list[str] | None) -> pl.DataFrame:
+    """A frame read from an object without capture metadata, with the legacy values added."""
+    legacy = {
+        ROW_HASH: pl.lit(0, pl.Int64),
+        CAPTURED_AT: pl.lit(LEGACY_CAPTURED_AT, pl.Datetime("ms")),
+        DELETED: pl.lit(False),
+    }
+    wanted = [c for c in META_SCHEMA if columns is None or c in columns]
+    out = frame.with_columns(legacy[c].alias(c) for c in wanted if c not in frame.columns)
+    return out if columns is None else out.select(columns)
+
 
 try:
     import fcntl
@@ -159,15 +221,23 @@ def frame_to_parquet(frame: pl.DataFrame) -> bytes:
 def parquet_to_frame(
     data: bytes, spec: TableSpec | None = None, columns: list[str] | None = None
 ) -> pl.DataFrame:
-    frame = pl.read_parquet(io.BytesIO(data), columns=columns)
-    if spec is not None:
-        expected = (
-            spec.polars_schema if columns is None else pl.Schema({c: spec.polars_schema[c] for c in columns})
+    """Decode an object; with `spec`, a raw day in the lake schema (an object written before the
+    capture metadata existed gets its legacy values) or a `LakeError` naming the table."""
+    if spec is None:
+        return pl.read_parquet(io.BytesIO(data), columns=columns)
+    try:
+        frame = pl.read_parquet(io.BytesIO(data), columns=columns)
+    except pl.exceptions.ColumnNotFoundError:
+        present = [c for c in columns or [] if c not in META_SCHEMA]
+        frame = pl.read_parquet(io.BytesIO(data), columns=present)
+    if any(c not in frame.columns for c in META_SCHEMA if columns is None or c in columns):
+        frame = _legacy_meta(frame, columns)
+    schema = lake_schema(spec)
+    expected = schema if columns is None else pl.Schema({c: schema[c] for c in columns})
+    if frame.schema != expected:
+        raise LakeError(
+            f"lake object for {spec.name!r} has schema {dict(frame.schema)}, expected {dict(expected)}"
         )
-        if frame.schema != expected:
-            raise LakeError(
-                f"lake object for {spec.name!r} has schema {dict(frame.schema)}, expected {dict(expected)}"
-            )
     return frame
 
 
@@ -415,7 +485,8 @@ class LakeResource(dg.ConfigurableResource):
             frame = pl.read_parquet([str(root / key) for key in keys], columns=columns)
         except (OSError, pl.exceptions.PolarsError):
             return None
-        expected = spec.polars_schema if columns is None else {c: spec.polars_schema[c] for c in columns}
+        schema = lake_schema(spec)
+        expected = schema if columns is None else {c: schema[c] for c in columns}
         return frame if frame.schema == pl.Schema(expected) else None
 
     def put_frames(self, frames: dict[str, pl.DataFrame]) -> None:
@@ -465,7 +536,7 @@ class LakeResource(dg.ConfigurableResource):
         frames = [f for f in self.get_frames(keys, spec, columns).values() if f is not None]
         if frames:
             return pl.concat(frames, how="vertical")
-        empty = spec.empty_frame()
+        empty = lake_empty_frame(spec)
         return empty if columns is None else empty.select(columns)
 
     def read_raw_day(self, table: str, day: str) -> RawDay | None:
@@ -485,28 +556,39 @@ class LakeResource(dg.ConfigurableResource):
                 found = dict(zip(days, pool.map(lambda d: self.read_raw_day(table, d), days), strict=True))
         return {d: obj for d, obj in found.items() if obj is not None}
 
-    def write_raw_day(self, table: str, day: str, new: pl.DataFrame, existing: RawDay | None) -> int:
-        """Merge new row versions into a day's object; returns how many versions were new.
+    def write_raw_day(
+        self,
+        table: str,
+        day: str,
+        new: pl.DataFrame,
+        existing: RawDay | None,
+        *,
+        gone: Iterable[int] = (),
+        captured_at: datetime | None = None,
+    ) -> int:
+        """Merge an extract of a day into its object; returns how many versions and tombstones
+        were added (`merge_day`).
 
-        The merge keeps every version ever captured (de-duplicated on primary key +
-        last_updated), so re-extracting a day never loses a version the lake already had.
-        `existing` is the day as the caller read it (None: no object); the write only replaces
-        that very object (or creates the day only if it still does not exist). If another writer
-        stored the day in between, the day is read again and merged again, so the versions of
-        both are kept.
+        `gone` are primary keys observed absent from the source (each gets a tombstone if the day
+        holds it, live). `existing` is the day as the caller read it (None: no object); the write
+        only replaces that very object (or creates the day only if it still does not exist). If
+        another writer stored the day in between, the day is read again and merged again, so the
+        versions of both are kept.
         """
         key = self.raw_key(table, day)
+        spec = SOURCE_TABLES[table]
+        captured_at = captured_at or capture_time()
+        gone = list(gone)
         for attempt in range(WRITE_ATTEMPTS):
-            if existing is None:
-                data, added = self._new_day_object(table, new)
-            else:
-                data, added = self._merged_day_object(table, existing.frame, new)
-            if data is None:
+            merged, added = merge_day(
+                spec, None if existing is None else existing.frame, new, gone, captured_at
+            )
+            if merged is None:
                 return 0
             try:
                 self.put(
                     key,
-                    data,
+                    frame_to_parquet(merged),
                     if_match=None if existing is None else existing.etag,
                     if_absent=existing is None,
                 )
@@ -519,74 +601,220 @@ class LakeResource(dg.ConfigurableResource):
             "while this run merged its versions; nothing of this run was stored for the day"
         )
 
-    @staticmethod
-    def _new_day_object(table: str, new: pl.DataFrame) -> tuple[bytes | None, int]:
-        spec = SOURCE_TABLES[table]
-        # An extract holds each source row once (its primary key), so de-duplicating is only
-        # needed when a key repeats; checking that is ~30x cheaper than `unique` itself.
-        if new[spec.primary_key].n_unique() != new.height:
-            new = new.unique(subset=[spec.primary_key, LAST_UPDATED.name], keep="last", maintain_order=True)
+    # --- per-day fingerprints of what the raw days captured -------------------------------------
+    def fingerprints_key(self, table: str) -> str:
+        return self.key(FINGERPRINTS_PREFIX, f"{table}.parquet")
+
+    def read_fingerprints(self, table: str) -> dict[str, Fingerprint]:
+        """day -> the source fingerprint of that day when the lake last captured it."""
+        found = self.get_object(self.fingerprints_key(table))
+        return {} if found is None else _fingerprints_of(pl.read_parquet(io.BytesIO(found.data)))
+
+    def record_fingerprints(self, table: str, recorded: dict[str, Fingerprint]) -> None:
+        """Record days' fingerprints (read-merge-compare-and-swap, like a raw day)."""
+        if not recorded:
+            return
+        key = self.fingerprints_key(table)
+        now = capture_time()
+        update = pl.DataFrame(
+            [
+                {"day": d, "rows": f.rows, "hash": f.hash, "data_version": f.data_version, "recorded_at": now}
+                for d, f in sorted(recorded.items())
+            ],
+            schema=FINGERPRINT_SCHEMA,
+        )
+        for attempt in range(WRITE_ATTEMPTS):
+            found = self.get_object(key)
+            old = (
+                pl.read_parquet(io.BytesIO(found.data)) if found else pl.DataFrame(schema=FINGERPRINT_SCHEMA)
+            )
+            merged = pl.concat([old.join(update.select("day"), on="day", how="anti"), update]).sort("day")
+            try:
+                self.put(
+                    key,
+                    frame_to_parquet(merged),
+                    if_match=found.etag if found else None,
+                    if_absent=found is None,
+                )
+                return
+            except LakeConflict:
+                time.sleep(random.uniform(0, 0.05 * (attempt + 1)))
+        raise LakeError(f"writing {self.uri(key)} failed: another writer replaced it {WRITE_ATTEMPTS} times")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A day of a source table: row count and order-independent sum of row hashes (the data
+    version its raw partition was materialised with, once recorded)."""
+
+    rows: int
+    hash: str
+    data_version: str = ""
+
+    def same_rows(self, other: Fingerprint | None) -> bool:
+        other = other or EMPTY_FINGERPRINT
+        return (self.rows, self.hash) == (other.rows, other.hash)
+
+
+EMPTY_FINGERPRINT = Fingerprint(0, "0")
+
+
+def _fingerprints_of(frame: pl.DataFrame) -> dict[str, Fingerprint]:
+    return {
+        r["day"]: Fingerprint(r["rows"], r["hash"], r["data_version"] or "")
+        for r in frame.iter_rows(named=True)
+    }
+
+
+def capture_time() -> datetime:
+    """Now, as the lake stores capture times (UTC, naive, milliseconds)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def merge_day(
+    spec: TableSpec,
+    existing: pl.DataFrame | None,
+    new: pl.DataFrame,
+    gone: Iterable[int],
+    captured_at: datetime,
+) -> tuple[pl.DataFrame | None, int]:
+    """A day's object after capturing an extract of it: (the new object, or None when nothing
+    changed; how many versions and tombstones were added).
+
+    A row of the extract is a new version when the day holds no version of its key, or the day's
+    latest captured state of that key (by last_updated, then capture time) has another content hash
+    or is a tombstone. A key in `gone` whose latest state in the day is a live version gets a
+    tombstone. Nothing stored is ever dropped or changed.
+    """
+    pk = spec.primary_key
+    new = with_capture_meta(spec, new, captured_at)
+    if new[pk].n_unique() != new.height:  # only a caller's concatenation repeats a key
+        new = new.unique(subset=[pk], keep="last", maintain_order=True)
+    if existing is None or existing.is_empty():
         if new.is_empty():
             return None, 0
-        return frame_to_parquet(new.sort(raw_order(spec))), new.height
+        return new.sort(raw_order(spec)), new.height
+    latest = latest_captured(spec, existing)
+    state = latest.select(pk, pl.col(ROW_HASH).alias("__hash"), pl.col(DELETED).alias("__deleted"))
+    fresh = (
+        new.join(state, on=pk, how="left")
+        .filter(pl.col("__hash").is_null() | pl.col("__deleted") | (pl.col("__hash") != pl.col(ROW_HASH)))
+        .drop("__hash", "__deleted")
+    )
+    gone_ids = pl.Series(pk, list(gone), dtype=spec.polars_schema[pk])
+    tombstones = (
+        latest.filter(pl.col(pk).is_in(gone_ids.implode()) & ~pl.col(DELETED))
+        .join(new.select(pk), on=pk, how="anti")
+        .with_columns(
+            pl.lit(True).alias(DELETED),
+            pl.lit(captured_at, dtype=META_SCHEMA[CAPTURED_AT]).alias(CAPTURED_AT),
+        )
+    )
+    added = fresh.height + tombstones.height
+    if not added:
+        return None, 0
+    merged = pl.concat([existing, fresh, tombstones], how="vertical").sort(raw_order(spec))
+    return merged, added
 
-    @staticmethod
-    def _merged_day_object(table: str, existing: pl.DataFrame, new: pl.DataFrame) -> tuple[bytes | None, int]:
-        spec = SOURCE_TABLES[table]
-        keys = [spec.primary_key, LAST_UPDATED.name]
-        if existing.is_empty():
-            return LakeResource._new_day_object(table, new)
-        fresh = new.join(existing.select(keys), on=keys, how="anti")
-        if fresh.is_empty():
-            return None, 0
-        fresh = fresh.unique(subset=keys, keep="last", maintain_order=True)
-        merged = pl.concat([existing, fresh], how="vertical").sort(raw_order(spec))
-        return frame_to_parquet(merged), fresh.height
+
+def latest_captured(spec: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
+    """The latest captured state of each key in lake rows: by last_updated, then capture time
+    (a tombstone is captured after the version it ends)."""
+    pk = spec.primary_key
+    return frame.sort([pk, LAST_UPDATED.name, CAPTURED_AT]).unique(
+        subset=[pk], keep="last", maintain_order=True
+    )
 
 
 def raw_order(spec: TableSpec) -> list[str]:
-    """The row order of a raw day object: oldest version first, then by primary key."""
-    return [LAST_UPDATED.name, spec.primary_key]
+    """The row order of a raw day object: oldest version first, then by primary key, then in
+    capture order."""
+    return [LAST_UPDATED.name, spec.primary_key, CAPTURED_AT]
 
 
 class RawDays(dict[str, pl.DataFrame]):
-    """A raw asset's output: day -> that day's extracted row versions.
+    """A raw asset's output: day -> that day's extracted rows (lake schema, capture metadata set).
 
-    `encoded` holds, for some days, the day's frame already encoded as the object a day that is
-    not yet in the lake gets (sorted, Parquet): the bytes `write_raw_day` would write. The raw
-    step encodes them on its extraction threads while Dagster records the previous table's
-    partitions, so that the IO manager only has to store them; a day the lake holds by then is
-    merged as usual. ×100: storing a table took 0.8-1.3 s of the step's own thread, now 0.3-0.7 s.
+    Beside the frames, what the step learnt about them: `encoded` holds, for days not yet in the
+    lake, the object `merge_day` would write, encoded by the step's workers ahead of the IO
+    manager; `unchanged` the days whose source fingerprint equals the one the lake recorded (not
+    rewritten); `gone` the keys of each day observed absent from the source (tombstones);
+    `existing` day objects the step already read; `fingerprints` what to record once stored.
     """
 
-    def __init__(self, by_day: dict[str, pl.DataFrame], encoded: dict[str, bytes] | None = None):
+    def __init__(
+        self,
+        by_day: dict[str, pl.DataFrame],
+        encoded: dict[str, bytes] | None = None,
+        *,
+        unchanged: Iterable[str] = (),
+        gone: dict[str, list[int]] | None = None,
+        existing: dict[str, RawDay] | None = None,
+        fingerprints: dict[str, Fingerprint] | None = None,
+        captured_at: datetime | None = None,
+    ):
         super().__init__(by_day)
         self.encoded: dict[str, bytes] = dict(encoded or {})
+        self.unchanged: set[str] = set(unchanged)
+        self.gone: dict[str, list[int]] = dict(gone or {})
+        self.existing: dict[str, RawDay] = dict(existing or {})
+        self.fingerprints: dict[str, Fingerprint] = dict(fingerprints or {})
+        self.captured_at = captured_at or capture_time()
 
 
 def split_raw_days(
-    spec: TableSpec, frame: pl.DataFrame, days: Iterable[str], encode_days: Iterable[str] = ()
+    spec: TableSpec,
+    frame: pl.DataFrame,
+    days: Iterable[str],
+    encode_days: Iterable[str] = (),
+    *,
+    captured_at: datetime | None = None,
+    open_start: bool = False,
+    open_end: bool = False,
 ) -> RawDays:
-    """Split an extract into its days (`split_by_day`), encoding the `encode_days` that hold rows
-    as new day objects.
+    """Split an extract into its days (`split_by_day`) with the capture metadata, encoding the
+    `encode_days` that hold rows as new day objects.
 
     The extract is sorted once (the order of a day object) and split in order, so each day comes
-    out sorted; the bytes are those `write_raw_day` writes for a day the lake does not hold. An
-    extract whose primary key repeats (never, from a source table) is left to `write_raw_day`.
+    out sorted; the bytes are those `merge_day` writes for a day the lake does not hold.
     """
+    captured_at = captured_at or capture_time()
+    frame = with_capture_meta(spec, frame, captured_at)
     unique = frame[spec.primary_key].n_unique() == frame.height
-    by_day = split_by_day(frame.sort(raw_order(spec)) if unique else frame, days)
+    by_day = split_by_day(
+        frame.sort(raw_order(spec)) if unique else frame, days, open_start=open_start, open_end=open_end
+    )
     encode = set(encode_days) if unique else set()
     encoded = {day: frame_to_parquet(part) for day, part in by_day.items() if day in encode and part.height}
-    return RawDays(by_day, encoded)
+    return RawDays(by_day, encoded, captured_at=captured_at)
 
 
-def split_by_day(frame: pl.DataFrame, days: Iterable[str]) -> dict[str, pl.DataFrame]:
-    """Split an extract into one frame per partition day (by the date of last_updated)."""
-    days = list(days)
+def day_of(column: str, first: str | None = None, last: str | None = None) -> pl.Expr:
+    """The partition day (YYYY-MM-DD) of a timestamp column; before `first` is `first`'s, after
+    `last` is `last`'s (the first and the current partition hold what lies outside the range)."""
+    day = pl.col(column).dt.strftime("%Y-%m-%d")
+    if first is not None:
+        day = pl.when(day < first).then(pl.lit(first)).otherwise(day)
+    if last is not None:
+        day = pl.when(day > last).then(pl.lit(last)).otherwise(day)
+    return day
+
+
+def split_by_day(
+    frame: pl.DataFrame, days: Iterable[str], *, open_start: bool = False, open_end: bool = False
+) -> dict[str, pl.DataFrame]:
+    """Split an extract into one frame per partition day (by the date of last_updated).
+
+    `open_start` / `open_end`: the run includes the first / the current partition, which also
+    hold the rows dated before / after the partitions' range.
+    """
+    days = sorted(days)
     if frame.is_empty():
         return {d: frame.clear() for d in days}
-    day_col = pl.col(LAST_UPDATED.name).dt.strftime("%Y-%m-%d").alias("__day")
+    day_col = day_of(
+        LAST_UPDATED.name, days[0] if open_start else None, days[-1] if open_end else None
+    ).alias("__day")
     parts = frame.with_columns(day_col).partition_by("__day", as_dict=True, include_key=False)
     by_day = {k[0]: v for k, v in parts.items()}
     unexpected = set(by_day) - set(days)
@@ -617,27 +845,32 @@ class RawLakeIOManager(dg.ConfigurableIOManager):
         missing = set(days) - set(obj)
         if missing:
             raise LakeError(f"raw/{spec.name}: no frame for partitions {sorted(missing)}")
-        present = sorted(set(self.lake.raw_days(spec.name)).intersection(days))
-        existing = self.lake.read_raw_days(spec.name, present)
-        encoded = obj.encoded if isinstance(obj, RawDays) else {}
+        raw = obj if isinstance(obj, RawDays) else RawDays(obj)
+        to_write = [d for d in days if d not in raw.unchanged]
+        unread = sorted(set(self.lake.raw_days(spec.name)).intersection(to_write) - set(raw.existing))
+        existing = {**raw.existing, **self.lake.read_raw_days(spec.name, unread)}
 
         # Days are independent objects: merge, encode and write them on a few threads (Polars and
         # the file or S3 writes release the GIL). Each object is still written atomically, and only
         # over the object that was read (a day another run stored meanwhile is merged again). A
         # day the lake does not hold is stored as encoded by the step, if it was.
         def write(day: str) -> int:
-            if day in encoded and day not in existing:
+            gone = raw.gone.get(day, [])
+            if day in raw.encoded and day not in existing:
                 try:
-                    self.lake.put(self.lake.raw_key(spec.name, day), encoded[day], if_absent=True)
-                    return obj[day].height
+                    self.lake.put(self.lake.raw_key(spec.name, day), raw.encoded[day], if_absent=True)
+                    return raw[day].height
                 except LakeConflict:  # another run created the day meanwhile: merge with it
-                    return self.lake.write_raw_day(
-                        spec.name, day, obj[day], self.lake.read_raw_day(spec.name, day)
-                    )
-            return self.lake.write_raw_day(spec.name, day, obj[day], existing.get(day))
+                    existing[day] = self.lake.read_raw_day(spec.name, day)  # type: ignore[assignment]
+            return self.lake.write_raw_day(
+                spec.name, day, raw[day], existing.get(day), gone=gone, captured_at=raw.captured_at
+            )
 
-        with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(days)))) as pool:
-            added_per_day = list(pool.map(write, days))
+        with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(to_write)))) as pool:
+            added_per_day = list(pool.map(write, to_write))
+        # Recorded after the days are stored: a run that dies in between leaves the fingerprints
+        # differing from the source's, so the change detector requests the days again.
+        self.lake.record_fingerprints(spec.name, {d: f for d, f in raw.fingerprints.items() if d in days})
         new_versions = sum(added_per_day)
         written = sum(1 for added in added_per_day if added)
         # Dagster stamps this metadata on every partition of the run, so it describes the run's
@@ -648,6 +881,7 @@ class RawLakeIOManager(dg.ConfigurableIOManager):
                 "run_new_versions": new_versions,
                 "run_objects_written": written,
                 "run_partitions": len(days),
+                "run_days_unchanged": len(days) - len(to_write),
             }
         )
 

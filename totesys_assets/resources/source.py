@@ -60,6 +60,37 @@ WINDOW_START, WINDOW_END = "totesys.extract_start", "totesys.extract_end"
 SET_WINDOW = f"SELECT set_config('{WINDOW_START}', $1, true), set_config('{WINDOW_END}', $2, true)"
 
 
+def row_hash_expr(spec: TableSpec) -> sql.Composable:
+    """The source's hash of a row's content (its spec columns, as PostgreSQL prints the row).
+
+    `hashtextextended` is the hash PostgreSQL's hash partitioning relies on, so it is stable across
+    versions; a column the specs do not know does not change it.
+    """
+    row = sql.SQL(", ").join(sql.Identifier(c.name) for c in spec.columns)
+    return sql.SQL("hashtextextended(ROW({})::text, 0)").format(row)
+
+
+def fingerprint_query(spec: TableSpec) -> str:
+    """Per partition day of last_updated: row count and the sum of the row hashes, for the rows in
+    the window set by SET_WINDOW; days before $1 count as $1, days after $2 as $2 (the first and
+    the current partition hold them). One aggregate scan; the sum does not depend on row order."""
+    return (
+        sql.SQL(
+            "SELECT greatest(least(last_updated::date, $2::date), $1::date)::text AS day, count(*) AS n, "
+            "sum({hash})::text AS h FROM {table} "
+            "WHERE last_updated >= (SELECT current_setting({start})::timestamp) "
+            "AND last_updated < (SELECT current_setting({end})::timestamp) GROUP BY 1 ORDER BY 1"
+        )
+        .format(
+            hash=row_hash_expr(spec),
+            table=sql.Identifier(spec.name),
+            start=sql.Literal(WINDOW_START),
+            end=sql.Literal(WINDOW_END),
+        )
+        .as_string()
+    )
+
+
 def extract_query(spec: TableSpec) -> str:
     """SELECT of one table's rows with last_updated in the window set by SET_WINDOW.
 
@@ -68,11 +99,13 @@ def extract_query(spec: TableSpec) -> str:
     """
     return (
         sql.SQL(
-            "SELECT {cols} FROM {table} WHERE last_updated >= (SELECT current_setting({start})::timestamp) "
+            "SELECT {cols}, {hash} AS _row_hash FROM {table} "
+            "WHERE last_updated >= (SELECT current_setting({start})::timestamp) "
             "AND last_updated < (SELECT current_setting({end})::timestamp)"
         )
         .format(
             cols=_select_list(spec),
+            hash=row_hash_expr(spec),
             table=sql.Identifier(spec.name),
             start=sql.Literal(WINDOW_START),
             end=sql.Literal(WINDOW_END),
@@ -90,6 +123,8 @@ def to_lake_frame(spec: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
                 f"source table {spec.name!r}: column {col.name!r} missing from the extract"
             )
         exprs.append(pl.col(col.name).cast(col.dtype, strict=True))
+    if "_row_hash" in frame.columns:
+        exprs.append(pl.col("_row_hash").cast(pl.Int64))
     try:
         return frame.select(exprs)
     except pl.exceptions.InvalidOperationError as exc:
@@ -136,6 +171,8 @@ class TotesysSource(dg.ConfigurableResource):
         try:
             with conn.cursor() as cur:
                 cur.execute("SET default_transaction_read_only = on")
+                # An extract and its fingerprints are read in one transaction: the same snapshot.
+                cur.execute("SET default_transaction_isolation = 'repeatable read'")
             conn.commit()
             yield conn
         finally:
@@ -167,18 +204,61 @@ class TotesysSource(dg.ConfigurableResource):
                         f"expected {col.info_schema_type!r}"
                     )
 
-    def extract(self, spec: TableSpec, start: datetime, end: datetime) -> pl.DataFrame:
-        """Every row version whose last_updated is in [start, end), in the lake schema."""
+    def extract(self, spec: TableSpec, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+        """Every row whose last_updated is in [start, end) (None: unbounded), in the lake schema
+        plus the source's row hash `_row_hash`."""
+        return self.extract_with_fingerprints(spec, start, end)[0]
+
+    def extract_with_fingerprints(
+        self,
+        spec: TableSpec,
+        start: datetime | None,
+        end: datetime | None,
+        first_day: str = "0001-01-01",
+        last_day: str = "9999-12-31",
+    ) -> tuple[pl.DataFrame, dict[str, tuple[int, str]]]:
+        """`extract`, and in the same snapshot the per-day fingerprints of those rows (days clamped
+        to [first_day, last_day], see `fingerprint_query`)."""
         with self.connect() as conn:
             self.check_schema(conn, [spec])
             with conn.cursor() as cur:
-                window = (_naive(start).isoformat(), _naive(end).isoformat())
-                cur.execute(SET_WINDOW, parameters=window)
+                cur.execute(SET_WINDOW, parameters=_window(start, end))
                 cur.fetchall()
                 cur.execute(extract_query(spec))
                 table = cur.fetch_arrow_table()
+                cur.execute(fingerprint_query(spec), parameters=(first_day, last_day))
+                fingerprints = {day: (int(n), str(h)) for day, n, h in cur.fetchall()}
             conn.commit()
-        return to_lake_frame(spec, pl.from_arrow(table))  # type: ignore[arg-type]
+        return to_lake_frame(spec, pl.from_arrow(table)), fingerprints  # type: ignore[arg-type]
+
+    def fingerprints(
+        self, specs: list[TableSpec], first_day: str, last_day: str
+    ) -> dict[str, dict[str, tuple[int, str]]]:
+        """table -> day -> (rows, hash) over each table's whole history: one read-only aggregate
+        query per table (the change detector's probe)."""
+        out: dict[str, dict[str, tuple[int, str]]] = {}
+        with self.connect() as conn:
+            with conn.cursor() as cur:
+                cur.execute(SET_WINDOW, parameters=_window(None, None))
+                cur.fetchall()
+                for spec in specs:
+                    cur.execute(fingerprint_query(spec), parameters=(first_day, last_day))
+                    out[spec.name] = {day: (int(n), str(h)) for day, n, h in cur.fetchall()}
+            conn.commit()
+        return out
+
+    def existing_ids(self, spec: TableSpec, ids: list[int]) -> set[int]:
+        """Which of these primary keys the source still holds (a bound list, no SQL built from it)."""
+        if not ids:
+            return set()
+        query = sql.SQL(
+            "SELECT {pk} FROM {table} WHERE {pk} = ANY(string_to_array($1, ',')::integer[])"
+        ).format(pk=sql.Identifier(spec.primary_key), table=sql.Identifier(spec.name))
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(query.as_string(), parameters=(",".join(str(int(i)) for i in ids),))
+            found = {int(r[0]) for r in cur.fetchall()}
+            conn.commit()
+        return found
 
     def max_last_updated(self) -> dict[str, datetime | None]:
         """max(last_updated) of every source table, in one cheap query (the change sensor's probe)."""
@@ -193,6 +273,14 @@ class TotesysSource(dg.ConfigurableResource):
             cur.execute(query)
             rows = cur.fetchall()
         return {t: m for t, m in rows}
+
+
+def _window(start: datetime | None, end: datetime | None) -> tuple[str, str]:
+    """SET_WINDOW's parameters; an open bound is PostgreSQL's -infinity / infinity."""
+    return (
+        _naive(start).isoformat() if start else "-infinity",
+        _naive(end).isoformat() if end else "infinity",
+    )
 
 
 def _naive(ts: datetime) -> datetime:
