@@ -45,7 +45,7 @@ MARKER_VAR = "TOTESYS_E2E_MARKER"  # tags every process of one deployment (leak 
 # What deploy/init_instance.sh sets (defaults of TOTESYS_SOURCE_POOL_LIMIT / _WAREHOUSE_POOL_LIMIT).
 POOL_LIMITS = {"totesys_source": 2, "warehouse": 1}
 
-# The schedule's and the heartbeat's crons (automation/schedules.py, conditions.py), moved out of
+# The schedule's and the heartbeat's crons (settings.refresh_cron, settings.heartbeat_cron), moved out of
 # the way of a measurement.
 QUIET_CRONS = {"TOTESYS_REFRESH_CRON": "0 0 1 1 *", "TOTESYS_HEARTBEAT_CRON": "0 0 1 1 *"}
 

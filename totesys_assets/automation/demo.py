@@ -6,14 +6,10 @@ to the wall clock and adds TOTESYS_DEMO_RATE new orders, so a user watching `dag
 orders arrive, payments get paid, and both land in the warehouse.
 """
 
-import os
-
 import dagster as dg
 
 from totesys_assets.resources.source import TotesysSource
-from totesys_assets.settings import demo_rate
-
-DEMO_CRON = os.environ.get("TOTESYS_DEMO_CRON", "* * * * *")
+from totesys_assets.settings import demo_cron, demo_rate
 
 
 @dg.op(description="Advance the embedded demo source to now and add the demo pace's orders.")
@@ -37,7 +33,7 @@ def demo_activity_job():
 demo_activity_schedule = dg.ScheduleDefinition(
     name="demo_activity",
     job=demo_activity_job,
-    cron_schedule=DEMO_CRON,
+    cron_schedule=demo_cron(),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Embedded default only: the demo business trades every minute (TOTESYS_DEMO_RATE orders).",

@@ -1,16 +1,16 @@
 """The schedule that keeps the raw layer current even with the change sensor off."""
 
-import os
 from datetime import datetime, timedelta
 
 import dagster as dg
 
 from totesys_assets.automation.jobs import raw_refresh_job
+from totesys_assets.settings import refresh_cron
 
-# Every 10 minutes: a source change reaches the lake within 10 minutes and the warehouse well
-# inside the 30-minute promise. Ticks before 00:30 UTC also finalise the previous day, so rows
-# stamped just before midnight are captured even if they were committed just after it.
-REFRESH_CRON = os.environ.get("TOTESYS_REFRESH_CRON", "*/10 * * * *")
+# By default every 10 minutes (settings.refresh_cron): a source change reaches the lake within 10
+# minutes and the warehouse well inside the 30-minute promise. Ticks before 00:30 UTC also finalise
+# the previous day, so rows stamped just before midnight are captured even if they were committed
+# just after it.
 FINALISE_UNTIL = timedelta(minutes=30)
 
 
@@ -23,7 +23,7 @@ def partitions_for_tick(tick: datetime) -> list[str]:
 
 
 @dg.schedule(
-    cron_schedule=REFRESH_CRON,
+    cron_schedule=refresh_cron(),
     job=raw_refresh_job,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,

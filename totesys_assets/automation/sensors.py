@@ -1,7 +1,6 @@
 """The change sensor: asks the source for max(last_updated) per table and extracts what moved."""
 
 import json
-import os
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -9,8 +8,8 @@ import dagster as dg
 from totesys_assets.automation.jobs import raw_refresh_job
 from totesys_assets.raw.assets import raw_asset_key
 from totesys_assets.resources.source import TotesysSource
+from totesys_assets.settings import sensor_interval_s
 
-SENSOR_INTERVAL_S = int(os.environ.get("TOTESYS_SENSOR_INTERVAL_S", "15"))
 MAX_DAYS_PER_TICK = 31
 
 
@@ -56,7 +55,7 @@ def plan_runs(
 
 @dg.sensor(
     job=raw_refresh_job,
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    minimum_interval_seconds=sensor_interval_s(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Polls max(last_updated) of every source table and extracts the changed tables' days.",
 )

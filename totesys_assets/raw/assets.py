@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from totesys_assets.automation.conditions import raw_history_condition
 from totesys_assets.partitions import add_partition_metadata, daily_partitions
 from totesys_assets.pipelining import read_ahead
+from totesys_assets.raw.conditions import raw_history_condition
 from totesys_assets.resources.lake import LakeResource, RawDays, split_raw_days
 from totesys_assets.resources.source import TotesysSource
 from totesys_assets.settings import lake_kind, lake_location

@@ -17,7 +17,6 @@ import polars as pl
 from psycopg import sql
 from pydantic import Field
 
-from totesys_assets.automation.conditions import dimension_condition, fact_condition, freshness_policy
 from totesys_assets.partitions import daily_partitions
 from totesys_assets.pipelining import concurrently
 from totesys_assets.raw.assets import OWNERS, raw_asset_key
@@ -26,6 +25,7 @@ from totesys_assets.resources.warehouse import LoadResult, WarehouseResource
 from totesys_assets.settings import dashboard_url, lake_kind
 from totesys_assets.specs import WAREHOUSE_TABLES, TableSpec
 from totesys_assets.star import transforms
+from totesys_assets.star.conditions import dimension_condition, fact_condition, freshness_policy
 
 DIMENSIONS_GROUP = "dimensions"
 FACTS_GROUP = "facts"

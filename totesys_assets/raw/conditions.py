@@ -1,0 +1,23 @@
+"""Declarative automation of the raw assets: the history loads by itself.
+
+Raw day partitions before today that were never materialised (a first start, or days lost to an
+outage) are requested by the automation sensor; a tick that requests many partitions emits one
+backfill (single run per asset, `BackfillPolicy.single_run()`) that loads raw, then the dimensions,
+then the facts (star/conditions.py). Today's raw partition belongs to the schedule and the change
+sensor. A failed history partition is not retried by automation (no retry storm); relaunch it from
+the Backfills tab.
+"""
+
+import dagster as dg
+
+not_running = ~dg.AutomationCondition.in_progress()
+# Never materialised and not failed last time: stays true until loaded, so it is not wrapped in
+# since_last_handled (in_progress keeps it from being requested twice).
+never_loaded = (dg.AutomationCondition.missing() & ~dg.AutomationCondition.execution_failed()).with_label(
+    "never_loaded"
+)
+history_day_never_loaded = (never_loaded & ~dg.AutomationCondition.in_latest_time_window()).with_label(
+    "history_day_never_loaded"
+)
+
+raw_history_condition = (history_day_never_loaded & not_running).with_label("backfill_missing_history")
