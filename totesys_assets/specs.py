@@ -9,7 +9,7 @@ column list by hand.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
@@ -121,7 +121,6 @@ class TableSpec:
     natural_key: tuple[str, ...] = ()
     # Warehouse only: the source table a fact is built from and the column holding its id.
     source_table: str | None = None
-    extra_unique: tuple[tuple[str, ...], ...] = field(default=())
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]

@@ -18,11 +18,13 @@ from polars.testing import assert_frame_equal
 
 from totesys_assets.specs import SOURCE_TABLES, WAREHOUSE_TABLES
 from totesys_assets.star import transforms as T
+from totesys_assets.star.assets import DIMENSIONS, FACTS
 from totesys_assets.star.transforms import TransformError, validate_frame
 
 pytestmark = pytest.mark.reference
 
 SNAPSHOT_DAY = dt.date(2024, 11, 15)
+FACT_NAMES = [f.name for f in FACTS]
 
 
 def to_lake_schema(frame: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -42,14 +44,9 @@ def oltp(reference_dir: Path) -> dict[str, pl.DataFrame]:
 
 @pytest.fixture(scope="session")
 def star(oltp: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    """Every warehouse table built from the whole export."""
-    out = {
-        name: transform(*(oltp[t] for t in tables))
-        for name, (transform, tables) in T.DIMENSION_TRANSFORMS.items()
-    }
-    for name, transform in T.FACT_TRANSFORMS.items():
-        out[name] = transform(oltp[WAREHOUSE_TABLES[name].source_table])
-    out["dim_date"] = T.dim_date(*T.dim_date_range([out[n] for n in T.FACT_TRANSFORMS], SNAPSHOT_DAY))
+    """Every warehouse table built from the whole export, as the star assets wire them."""
+    out = {table.name: table.transform(*(oltp[t] for t in table.sources)) for table in [*DIMENSIONS, *FACTS]}
+    out["dim_date"] = T.dim_date(*T.dim_date_range([out[n] for n in FACT_NAMES], SNAPSHOT_DAY))
     return out
 
 
@@ -432,7 +429,7 @@ def test_dim_date_rejects_an_inverted_range():
 
 
 def test_dim_date_range_rule(star, oltp):
-    facts = [star[n] for n in T.FACT_TRANSFORMS]
+    facts = [star[n] for n in FACT_NAMES]
     assert T.dim_date_range(facts, SNAPSHOT_DAY) == (dt.date(2022, 11, 1), dt.date(2025, 11, 15))
     # With "today" long ago, the latest referenced date wins: purchase order agreed delivery.
     assert T.dim_date_range(facts, dt.date(2022, 1, 1)) == (dt.date(2022, 11, 1), dt.date(2024, 11, 22))
@@ -440,13 +437,13 @@ def test_dim_date_range_rule(star, oltp):
         agreed_payment_date=pl.lit("2021-06-30")
     )
     assert T.dim_date_range([T.fact_sales_order(early)], SNAPSHOT_DAY)[0] == dt.date(2021, 6, 30)
-    empty = [WAREHOUSE_TABLES[n].empty_frame() for n in T.FACT_TRANSFORMS]
+    empty = [WAREHOUSE_TABLES[n].empty_frame() for n in FACT_NAMES]
     assert T.dim_date_range(empty, SNAPSHOT_DAY) == (dt.date(2022, 11, 1), dt.date(2025, 11, 15))
 
 
 def test_dim_date_range_from_the_raw_date_columns_matches_the_facts(star, oltp):
     """dim_date's range from the raw date columns alone equals the range of the built facts."""
-    sources = [(WAREHOUSE_TABLES[n].source_table, n) for n in T.FACT_TRANSFORMS]
+    sources = [(f.sources[0], f.name) for f in FACTS]
     raw = [(t, oltp[t].select(T.source_date_columns(t))) for t, _ in sources]
     facts = [star[n] for _, n in sources]
     for today in (SNAPSHOT_DAY, dt.date(2022, 1, 1)):
@@ -463,7 +460,7 @@ def test_dim_date_range_from_the_raw_date_columns_matches_the_facts(star, oltp):
 def test_dim_date_covers_every_fact_date(star):
     calendar = star["dim_date"]
     assert calendar.height == (dt.date(2025, 11, 15) - dt.date(2022, 11, 1)).days + 1
-    for name in T.FACT_TRANSFORMS:
+    for name in FACT_NAMES:
         spec = WAREHOUSE_TABLES[name]
         for column in [c.name for c in spec.columns if c.references == "dim_date.date_id"]:
             missing = star[name].join(calendar, left_on=column, right_on="date_id", how="anti")
@@ -496,10 +493,17 @@ def test_whole_export_counts_and_schema(star, name):
 
 def test_empty_inputs_give_empty_outputs_with_the_warehouse_schema():
     empty = {t: spec.empty_frame() for t, spec in SOURCE_TABLES.items()}
-    outputs = {n: f(*(empty[t] for t in tables)) for n, (f, tables) in T.DIMENSION_TRANSFORMS.items()}
-    outputs |= {n: f(empty[WAREHOUSE_TABLES[n].source_table]) for n, f in T.FACT_TRANSFORMS.items()}
+    outputs = {
+        table.name: table.transform(*(empty[t] for t in table.sources)) for table in [*DIMENSIONS, *FACTS]
+    }
     for name, out in outputs.items():
         assert out.is_empty() and out.schema == warehouse_schema(name), name
+
+
+def test_the_star_assets_build_every_warehouse_table_from_its_source_tables():
+    assert sorted([*(t.name for t in DIMENSIONS), "dim_date", *FACT_NAMES]) == sorted(WAREHOUSE_TABLES)
+    for fact in FACTS:
+        assert fact.sources == (WAREHOUSE_TABLES[fact.name].source_table,), fact.name
 
 
 def test_dim_transaction_null_counts(star):

@@ -290,7 +290,6 @@ _SEED_ROWS: dict[str, tuple[tuple[tuple, ...], int]] = {
     "payment_type": (PAYMENT_TYPE, 0),
     "staff": (STAFF, STAFF_SEED_DELAY_MS),
 }
-STATIC_TABLES = ("address", "counterparty", "currency", "department", "payment_type", "staff")
 
 
 def seed_frames(start_ms: int) -> dict[str, pl.DataFrame]:

@@ -9,7 +9,7 @@ key, and has passed `validate_frame`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -26,8 +26,6 @@ from totesys_assets.star.validation import (
 )
 
 __all__ = [
-    "DIMENSION_TRANSFORMS",
-    "FACT_TRANSFORMS",
     "TransformError",
     "dim_counterparty",
     "dim_currency",
@@ -415,24 +413,3 @@ def fact_purchase_order(purchase_order: pl.DataFrame) -> pl.DataFrame:
 def fact_payment(payment: pl.DataFrame) -> pl.DataFrame:
     """Payments without the two account numbers (not part of the star)."""
     return _fact("fact_payment", payment)
-
-
-# --- registry for the asset factories -------------------------------------------------------------
-
-# dimension -> (transform, source tables in argument order); dim_date is built from a date range.
-DIMENSION_TRANSFORMS: dict[str, tuple[Callable[..., pl.DataFrame], tuple[str, ...]]] = {
-    "dim_staff": (dim_staff, ("staff", "department")),
-    "dim_location": (dim_location, ("address",)),
-    "dim_design": (dim_design, ("design",)),
-    "dim_currency": (dim_currency, ("currency",)),
-    "dim_counterparty": (dim_counterparty, ("counterparty", "address")),
-    "dim_payment_type": (dim_payment_type, ("payment_type",)),
-    "dim_transaction": (dim_transaction, ("transaction",)),
-}
-
-# fact -> transform; its source table is WAREHOUSE_TABLES[fact].source_table.
-FACT_TRANSFORMS: dict[str, Callable[[pl.DataFrame], pl.DataFrame]] = {
-    "fact_sales_order": fact_sales_order,
-    "fact_purchase_order": fact_purchase_order,
-    "fact_payment": fact_payment,
-}
