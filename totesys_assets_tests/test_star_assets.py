@@ -172,27 +172,31 @@ def small_source(pg, monkeypatch):
     return url, first, last
 
 
-def test_unknown_design_in_a_fact_is_named_and_the_fact_table_is_untouched(small_source, env):
+def test_a_fact_value_without_its_dimension_row_is_quarantined_and_named(small_source, env):
     url, first, last = small_source
     assert all(r.success for r in run_pipeline(first, last))
     before = fetch(env["warehouse"], "SELECT * FROM fact_sales_order ORDER BY 1")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ALTER TABLE sales_order DROP CONSTRAINT sales_order_design_id_fkey")
-        conn.execute(
+        order_id = conn.execute(
             "UPDATE sales_order SET design_id = 99999, last_updated = last_updated + interval '1 second' "
-            "WHERE sales_order_id = (SELECT max(sales_order_id) FROM sales_order)"
-        )
+            "WHERE sales_order_id = (SELECT max(sales_order_id) FROM sales_order) RETURNING sales_order_id"
+        ).fetchone()[0]
     results = run_pipeline(first, last, raise_on_error=False)
-    assert not results[2].success
-    message = failure_text(results)
-    assert "fact_sales_order" in message and "design_id" in message and "99999" in message
+    # The version without its design is held back (the other facts and versions load as usual);
+    # the check fails and the run with it, naming the row, the column and the value.
+    assert results[0].success and results[1].success and not results[2].success
     assert fetch(env["warehouse"], "SELECT * FROM fact_sales_order ORDER BY 1") == before
-    # The facts share one step and load two at a time: the fact loading beside the failing one
-    # (fact_payment) completes and is recorded, the failing one is not. (fact_purchase_order starts
-    # only if fact_payment finished before the failure; test_pipelining covers that nothing
-    # starts after one.)
-    assert fact_materializations(results[2], "fact_payment")
-    assert not fact_materializations(results[2], "fact_sales_order")
+    assert fact_materializations(results[2], "fact_sales_order") and fact_materializations(
+        results[2], "fact_payment"
+    )
+    (failed,) = [e for e in results[2].get_asset_check_evaluations() if not e.passed]
+    assert (failed.asset_key, failed.check_name) == (dg.AssetKey("fact_sales_order"), "no_rejected_versions")
+    for part in (f"sales_order.sales_order_id={order_id}", "design_id = '99999'", "has no row in dim_design"):
+        assert part in failed.description and part in failure_text(results), part
+    assert fetch(
+        env["warehouse"], "SELECT source_id, column_name, value FROM quarantine.open_rejections"
+    ) == [(order_id, "design_id", "99999")]
 
 
 def test_selecting_one_fact_loads_that_fact_alone(small_source, env):
@@ -240,8 +244,7 @@ def test_a_failing_dimension_check_blocks_the_facts_and_checks_run_alone(small_s
     [
         ("UPDATE currency SET currency_code = 'JPY', last_updated = now() WHERE currency_id = 3",
          ("dim_currency", "currency_code", "JPY")),
-        ("UPDATE sales_order SET agreed_delivery_date = '2024-13-45', last_updated = last_updated + interval '1 second'"
-         " WHERE sales_order_id = 1", ("fact_sales_order", "agreed_delivery_date", "2024-13-45")),
+        # (a bad value in a fact's source is quarantined instead: test_a_malformed_date_...)
     ],
 )  # fmt: skip
 def test_bad_source_values_fail_with_table_column_and_value(small_source, env, statement, expected):
@@ -254,6 +257,78 @@ def test_bad_source_values_fail_with_table_column_and_value(small_source, env, s
     message = failure_text(results)
     for part in expected:
         assert part in message, message
+
+
+def test_a_malformed_date_is_quarantined_the_rest_loads_and_the_fix_turns_the_check_green(small_source, env):
+    """One order of a day gets a malformed agreed_delivery_date. The day's other orders (and the
+    other facts) load; the rejected version is queryable and fails the check, naming it. Once the
+    source row is fixed, re-running the day loads the corrected version and the check passes."""
+    url, first, last = small_source
+    wh = env["warehouse"]
+    day, order_id, others = fetch(
+        url,
+        "SELECT last_updated::date, min(sales_order_id), count(*) - 1 FROM sales_order "
+        "GROUP BY 1 HAVING count(*) > 3 ORDER BY 1 DESC LIMIT 1",
+    )[0]
+    with psycopg.connect(url, autocommit=True) as conn:
+        bad_version = conn.execute(
+            "UPDATE sales_order SET agreed_delivery_date = '2024-13-45', "
+            "last_updated = last_updated + interval '1 millisecond' WHERE sales_order_id = %s "
+            "RETURNING last_updated",
+            (order_id,),
+        ).fetchone()[0]
+    results = run_pipeline(first, last, raise_on_error=False)
+    assert results[0].success and results[1].success and not results[2].success
+
+    # the valid orders of the day are in, the bad version is not; the other facts loaded in full
+    loaded = fetch(
+        wh, "SELECT sales_order_id FROM fact_sales_order WHERE last_updated_date = %s ORDER BY 1", (day,)
+    )
+    assert len(loaded) == others and (order_id,) not in loaded
+    assert counts(wh)["fact_payment"] == fetch(url, "SELECT count(*) FROM payment")[0][0]
+    checks = check_results(results)
+    assert checks.pop("fact_sales_order:no_rejected_versions") is False
+    assert all(checks.values()), {k: v for k, v in checks.items() if not v}  # reconciliation included
+    (failed,) = [e for e in results[2].get_asset_check_evaluations() if not e.passed]
+    assert failed.severity == dg.AssetCheckSeverity.ERROR
+    expected = [
+        "fact_sales_order",
+        f"sales_order.sales_order_id={order_id}",
+        "agreed_delivery_date",
+        "'2024-13-45'",
+    ]
+    for part in expected:
+        assert part in failed.description, failed.description
+        assert part in failure_text(results)  # the run's error, which the run-failure alert carries
+    # queryable: the rejected version, with its value, the reason and the source row
+    (rejected,) = fetch(
+        wh,
+        "SELECT fact, source_table, source_id, last_updated, column_name, value, reason, "
+        "source_row->>'agreed_delivery_date' FROM quarantine.open_rejections",
+    )
+    assert rejected == (
+        "fact_sales_order", "sales_order", order_id, bad_version, "agreed_delivery_date", "2024-13-45",
+        "is not a %Y-%m-%d date", "2024-13-45",
+    )  # fmt: skip
+
+    # The source is fixed (a new version of the row, the same day); the day runs again.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE sales_order SET agreed_delivery_date = '2024-12-20', "
+            "last_updated = last_updated + interval '1 millisecond' WHERE sales_order_id = %s",
+            (order_id,),
+        )
+    again = run_pipeline(day.isoformat(), day.isoformat())
+    assert all(r.success for r in again)
+    assert check_results(again)["fact_sales_order:no_rejected_versions"] is True
+    assert fetch(
+        wh, "SELECT agreed_delivery_date FROM fact_sales_order_current WHERE sales_order_id = %s", (order_id,)
+    ) == [(date(2024, 12, 20),)]
+    assert not fetch(wh, "SELECT * FROM quarantine.open_rejections")
+    # the rejected version stays on record, superseded
+    assert fetch(wh, "SELECT source_id, value FROM quarantine.rejected_versions") == [
+        (order_id, "2024-13-45")
+    ]
 
 
 def test_dimensions_load_incrementally_and_match_a_full_rebuild(pg, env, s3, monkeypatch):

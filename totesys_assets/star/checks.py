@@ -370,7 +370,22 @@ def build_checks(name: str, specs: list[TableSpec]) -> dg.AssetChecksDefinition:
                 description=result.description,
             )
 
-        yield from concurrently(selected, evaluate, workers=CHECK_WORKERS)
+        failed: list[dg.AssetCheckResult] = []
+        for result in concurrently(selected, evaluate, workers=CHECK_WORKERS):
+            if not result.passed and result.severity == dg.AssetCheckSeverity.ERROR:
+                failed.append(result)
+            yield result
+        if failed:
+            # Dagster would fail the step naming only the checks; this failure carries what each
+            # found, so the run's error (and the run-failure alert) names the row and the value.
+            raise dg.Failure(
+                description=f"{len(failed)} blocking check(s) failed with ERROR severity:\n"
+                + "\n".join(
+                    f"{r.asset_key.to_user_string()}:{r.check_name}: "  # type: ignore[union-attr]
+                    + (r.description or "see the check's metadata")
+                    for r in failed
+                )
+            )
 
     return _checks
 
