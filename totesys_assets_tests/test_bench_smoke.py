@@ -1,8 +1,10 @@
 """Smoke test of the throughput benchmark (bench/run.py) at ×1 on a short history.
 
-It checks that the benchmark runs end to end and writes its JSON with every stage; it asserts no
-timings (speed is measured by the benchmark, not by tests). The pandas/pg8000 baseline runs when
-the `bench` extra is installed and is recorded as skipped otherwise (CI installs only `.[dev]`).
+It checks that the benchmark runs end to end and that its JSON reports what bench/README.md says:
+every stage with its columns, every source row handled, and a warehouse holding the source. It
+asserts no timings (speed is measured by the benchmark, not by tests). The pandas/pg8000 baseline
+runs when the `bench` extra is installed and is recorded as skipped otherwise (CI installs only
+`.[dev]`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from totesys_assets.specs import SOURCE_TABLES, WAREHOUSE_TABLES
+from totesys_assets.star.assets import DIMENSIONS, FACTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH = REPO_ROOT / "bench" / "run.py"
@@ -28,7 +33,7 @@ def _importable(name: str) -> bool:
 
 
 @pytest.mark.slow
-def test_benchmark_runs_at_x1_and_writes_every_stage(tmp_path):
+def test_benchmark_runs_at_x1_and_reports_every_stage_and_the_loaded_warehouse(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [
         sys.executable, str(BENCH), "--scale", "1", "--days", "5", "--limit-repeats", "1",
@@ -40,9 +45,15 @@ def test_benchmark_runs_at_x1_and_writes_every_stage(tmp_path):
 
     report = json.loads(out.read_text())
     has_baseline_deps = all(_importable(m) for m in ("pandas", "pg8000"))
+    assert report["complete"] is True
+    assert {"commit", "uncommitted"} <= set(report["code"])  # ties the result to the code (bench/README)
     (scale,) = report["scales"]
-    assert scale["tag"] == "x1" and scale["source_rows"] > 0
-    stages = {(s["group"], s["stage"].split(" (")[0]) for s in scale["stages"]}
+    assert scale["tag"] == "x1"
+    counts, rows = scale["source_counts"], scale["source_rows"]
+    assert set(counts) == set(SOURCE_TABLES) and all(n > 0 for n in counts.values())
+    assert rows == sum(counts.values())
+
+    stages = {(s["group"], s["stage"].split(" (")[0]): s for s in scale["stages"]}
     expected = {
         ("seed", "simulator seed_history"),
         ("limit", "extract"),
@@ -60,16 +71,38 @@ def test_benchmark_runs_at_x1_and_writes_every_stage(tmp_path):
     if has_baseline_deps:
         expected |= {("baseline", s) for s in ("extract", "dimensions", "facts", "end to end")}
         assert report["baseline_skipped"] is None
+        assert report["baseline"]["source_counts"] == counts  # same seed and scale: the same source
     else:
         assert "not installed" in report["baseline_skipped"]
-    assert expected <= stages, f"missing stages: {sorted(expected - stages)}"
-    for stage in scale["stages"]:
-        assert stage["seconds"] >= 0 and stage["rows"] >= 0
-    full = {s["stage"]: s for s in scale["stages"] if s["group"] == "full"}
-    for group in ("raw", "dimensions", "facts"):
-        assert full[group]["detail"]["failed_checks"] == []
-    # the pipeline really loaded the warehouse, and the incremental run added the new versions
+    assert expected <= set(stages), f"missing stages: {sorted(expected - set(stages))}"
+
+    # every row of the table has the README's columns; seed, limit, full and baseline stages each
+    # handled every source row, the incremental ones the new row versions
+    columns = {"rows", "seconds", "rows_per_s", "ratio_to_limit", "ratio_to_baseline"}
+    new_versions = stages[("incremental", "raw")]["rows"]
+    assert new_versions > 0
+    for (group, name), stage in stages.items():
+        assert columns <= set(stage), (group, name)
+        assert stage["rows"] == (new_versions if group == "incremental" else rows), (group, name)
+    for name in ("raw", "dimensions", "facts", "end to end"):
+        assert stages[("full", name)]["ratio_to_limit"] is not None
+        if has_baseline_deps:
+            assert stages[("full", name)]["ratio_to_baseline"] is not None
+    for group in ("full", "incremental"):
+        for name in ("raw", "dimensions", "facts"):
+            assert {"peak_rss_mb", "dagster_share"} <= set(stages[(group, name)]), (group, name)
+            detail = stages[(group, name)]["detail"]
+            assert detail["failed_checks"] == [], (group, name)
+            assert {"steps", "events", "planning_s"} <= set(detail), (group, name)
+
+    # the warehouse holds the source: one dimension row per source row of its main table and, a
+    # fresh source holding one version of each row, one fact row per source row
     after_full, after_inc = scale["warehouse_rows_after_full"], scale["warehouse_rows_after_incremental"]
-    assert all(n > 0 for n in after_full.values())
-    assert sum(after_inc.values()) >= sum(after_full.values())
+    assert set(after_full) == set(WAREHOUSE_TABLES)
+    for table in [*DIMENSIONS, *FACTS]:
+        assert after_full[table.name] == counts[table.sources[0]], table.name
+    assert after_full["dim_date"] > 0
+    # the incremental run added at most one warehouse row per new source row version, and some
+    grown = {t: after_inc[t] - after_full[t] for t in after_full if t != "dim_date"}
+    assert all(n >= 0 for n in grown.values()) and 0 < sum(grown.values()) <= new_versions
     assert report["table"] and report["peak_rss_mb"]["self"] > 0
