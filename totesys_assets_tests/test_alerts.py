@@ -584,7 +584,9 @@ def test_long_error_is_scrubbed_then_truncated(instance, clean_alert_env, webhoo
     secret_url = f"postgresql://u:{SOURCE_PASSWORD}@db/x"
     # Place the password across the point where truncation cuts the head: truncating before
     # scrubbing would leave "postgresql://u:hun" in the alert, which no pattern recognises any more.
-    length, lead = 100_000, "RuntimeError: "  # the step's error text is the exception's line
+    # The step's error text is the exception's line, then its location. The cut does not move with
+    # the text's exact length (only with the digits of the truncated count): the probe finds it.
+    length, lead = 100_000, "RuntimeError: "
     cut = truncate("x" * length, MAX_STEP_ERROR_CHARS).index("\n")
     prefix = "A" * (cut - len(lead) - len("postgresql://u:hun"))
     huge = (
@@ -598,7 +600,7 @@ def test_long_error_is_scrubbed_then_truncated(instance, clean_alert_env, webhoo
     assert "u:hun" not in error and SOURCE_PASSWORD not in error
     assert "u:***" in error
     assert "characters truncated" in error
-    assert error.endswith(" final line")
+    assert " final line\n  at File " in error and error.endswith(", in noisy_table")
 
 
 def test_many_failed_steps_are_listed_up_to_the_limit():
