@@ -69,6 +69,7 @@ def create_table_statements(spec: TableSpec) -> list[sql.Composable]:
         )
     )
     if spec.natural_key:
+        out.append(_capture_columns_migration(spec))
         out.append(_version_time_index_migration(spec))
         out.append(_version_time_index(spec, if_not_exists=True))
     for col in spec.columns:
@@ -105,6 +106,39 @@ def _version_time_index(spec: TableSpec, *, if_not_exists: bool) -> sql.Composab
         sql.Identifier(_version_time_index_name(spec)),
         sql.Identifier(spec.name),
         sql.Identifier(spec.natural_key[1]),
+    )
+
+
+# The values a fact row loaded before versions carried their content hash and capture time gets;
+# the lake reads objects of that time with the same values (`resources.lake._legacy_meta`).
+LEGACY_VERSION_HASH, LEGACY_CAPTURED_AT = "0", "1970-01-01 00:00:00"
+
+
+def _capture_columns_migration(spec: TableSpec) -> sql.Composable:
+    """Bring a fact created before in-place changes were captured to the current spec: add
+    version_hash and captured_at (legacy values for the rows it holds) and widen the version key
+    to (id, last_updated date and time, version_hash). A no-op on a current table."""
+    if "version_hash" not in spec.natural_key:
+        return sql.SQL("SELECT 1")
+    key_name = f"{spec.name}_version_key"
+    return sql.SQL(
+        "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "WHERE c.relname = {name} AND c.relnamespace = current_schema()::regnamespace AND a.attnum > 0) "
+        "AND NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "WHERE c.relname = {name} AND c.relnamespace = current_schema()::regnamespace "
+        "AND a.attname = 'version_hash' AND NOT a.attisdropped) THEN "
+        "ALTER TABLE {table} ADD COLUMN version_hash text NOT NULL DEFAULT {hash}, "
+        "ADD COLUMN captured_at timestamp(3) without time zone NOT NULL DEFAULT {captured}; "
+        "ALTER TABLE {table} ALTER COLUMN version_hash DROP DEFAULT, ALTER COLUMN captured_at DROP DEFAULT; "
+        "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {key}; "
+        "ALTER TABLE {table} ADD CONSTRAINT {key} UNIQUE ({cols}); END IF; END $$"
+    ).format(
+        name=sql.Literal(spec.name),
+        table=sql.Identifier(spec.name),
+        hash=sql.Literal(LEGACY_VERSION_HASH),
+        captured=sql.Literal(LEGACY_CAPTURED_AT),
+        key=sql.Identifier(key_name),
+        cols=sql.SQL(", ").join(sql.Identifier(c) for c in spec.natural_key),
     )
 
 

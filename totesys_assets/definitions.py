@@ -7,8 +7,8 @@ from totesys_assets.automation.automation_sensor import star_automation_sensor
 from totesys_assets.automation.demo import demo_activity_job, demo_activity_schedule
 from totesys_assets.automation.jobs import raw_refresh_job
 from totesys_assets.automation.schedules import raw_refresh_schedule
-from totesys_assets.automation.sensors import source_change_sensor
 from totesys_assets.raw.assets import raw_assets
+from totesys_assets.raw.detector import check_source_history_job, source_assets, source_fingerprint_sensor
 from totesys_assets.resources.config import build_resources, uses_embedded_source
 from totesys_assets.settings import demo_rate
 from totesys_assets.star.assets import star_assets
@@ -21,11 +21,11 @@ _demo = uses_embedded_source() and demo_rate() > 0
 EXECUTOR = dg.in_process_executor
 
 defs = dg.Definitions(
-    assets=[*raw_assets, *star_assets],
+    assets=[*source_assets, *raw_assets, *star_assets],
     asset_checks=star_checks,
-    jobs=[raw_refresh_job, *([demo_activity_job] if _demo else [])],
+    jobs=[raw_refresh_job, check_source_history_job, *([demo_activity_job] if _demo else [])],
     schedules=[raw_refresh_schedule, *([demo_activity_schedule] if _demo else [])],
-    sensors=[source_change_sensor, star_automation_sensor, run_failure_alerts],
+    sensors=[source_fingerprint_sensor, star_automation_sensor, run_failure_alerts],
     resources=build_resources(),
     executor=EXECUTOR,
 )

@@ -401,6 +401,13 @@ def _dim(name: str, cols: tuple[Column, ...], description: str) -> TableSpec:
     return TableSpec(name, cols, primary_key=cols[0].name, description=description)
 
 
+def _capture_cols() -> tuple[Column, ...]:
+    """Which captured version of the source row a fact row is: the source's hash of the row's
+    content (an in-place change keeps last_updated but not this) and when the lake captured it.
+    Last, so that a warehouse migrated by ALTER TABLE ADD COLUMN has the same column order."""
+    return (Column("version_hash", Kind.TEXT), Column("captured_at", Kind.TIMESTAMP))
+
+
 def _version_cols() -> tuple[Column, ...]:
     return (
         Column("created_date", Kind.DATE, references="dim_date.date_id"),
@@ -520,9 +527,10 @@ WAREHOUSE_TABLES: dict[str, TableSpec] = {
                 Column("agreed_payment_date", Kind.DATE, references="dim_date.date_id"),
                 Column("agreed_delivery_date", Kind.DATE, references="dim_date.date_id"),
                 Column("agreed_delivery_location_id", _I, references="dim_location.location_id"),
+                *_capture_cols(),
             ),
             primary_key="sales_record_id",
-            natural_key=("sales_order_id", "last_updated_date", "last_updated_time"),
+            natural_key=("sales_order_id", "last_updated_date", "last_updated_time", "version_hash"),
             source_table="sales_order",
             description="One row per version of a sales order.",
         ),
@@ -541,9 +549,10 @@ WAREHOUSE_TABLES: dict[str, TableSpec] = {
                 Column("agreed_delivery_date", Kind.DATE, references="dim_date.date_id"),
                 Column("agreed_payment_date", Kind.DATE, references="dim_date.date_id"),
                 Column("agreed_delivery_location_id", _I, references="dim_location.location_id"),
+                *_capture_cols(),
             ),
             primary_key="purchase_record_id",
-            natural_key=("purchase_order_id", "last_updated_date", "last_updated_time"),
+            natural_key=("purchase_order_id", "last_updated_date", "last_updated_time", "version_hash"),
             source_table="purchase_order",
             description="One row per version of a purchase order.",
         ),
@@ -560,9 +569,10 @@ WAREHOUSE_TABLES: dict[str, TableSpec] = {
                 Column("payment_type_id", _I, references="dim_payment_type.payment_type_id"),
                 Column("paid", Kind.BOOL),
                 Column("payment_date", Kind.DATE, references="dim_date.date_id"),
+                *_capture_cols(),
             ),
             primary_key="payment_record_id",
-            natural_key=("payment_id", "last_updated_date", "last_updated_time"),
+            natural_key=("payment_id", "last_updated_date", "last_updated_time", "version_hash"),
             source_table="payment",
             description="One row per version of a payment.",
         ),

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import pytest
 
 from totesys_assets.automation.automation_sensor import star_automation_sensor
 from totesys_assets.automation.schedules import raw_refresh_schedule
-from totesys_assets.automation.sensors import changed_days, plan_runs, source_change_sensor
 from totesys_assets.partitions import daily_partitions
 from totesys_assets.raw.assets import raw_asset_key, raw_assets
 from totesys_assets.resources.config import build_resources
-from totesys_assets.resources.source import TotesysSource
 from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import star_checks
 
@@ -35,84 +31,6 @@ def test_schedule_refreshes_today_and_finalises_yesterday_after_midnight():
     assert _schedule_partitions(datetime(2024, 11, 15, 0, 40, tzinfo=UTC)) == ["2024-11-15"]
     assert raw_refresh_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert raw_refresh_schedule.job.name == "raw_refresh"
-
-
-def test_changed_days_spans_a_quiet_weekend_and_never_the_future():
-    fri = datetime(2024, 11, 15, 18, 0)
-    mon = datetime(2024, 11, 18, 8, 5)
-    assert changed_days(fri, mon, date(2024, 11, 18)) == [
-        "2024-11-15",
-        "2024-11-16",
-        "2024-11-17",
-        "2024-11-18",
-    ]
-    assert changed_days(None, mon, date(2024, 11, 18)) == ["2024-11-18"]
-    assert changed_days(fri, mon, date(2024, 11, 16)) == ["2024-11-15", "2024-11-16"]
-
-
-@pytest.fixture
-def source(pg):
-    url, sim = pg.new_source("sensor_src", seed=21, days=3)
-    return url, sim
-
-
-def _tick(url: str, cursor: str | None):
-    ctx = dg.build_sensor_context(cursor=cursor, resources={"source": TotesysSource(url=url)})
-    result = source_change_sensor(ctx)
-    requests = list(result) if isinstance(result, list) else []
-    return requests, ctx.cursor, result
-
-
-def test_change_sensor_requests_only_changed_tables_and_advances_its_cursor(source):
-    url, sim = source
-    first, cursor1, _ = _tick(url, None)
-    assert first, "the first tick captures the day of each table's newest version"
-    state = json.loads(cursor1)
-    assert set(state) == {
-        "address", "counterparty", "currency", "department", "design", "payment", "payment_type",
-        "purchase_order", "sales_order", "staff", "transaction",
-    }  # fmt: skip
-
-    # Nothing changed: no run, same cursor.
-    again, cursor2, result = _tick(url, cursor1)
-    assert again == [] and isinstance(result, dg.SkipReason) and cursor2 == cursor1
-
-    # A new sales order (with its transaction and payment) at the source.
-    at = sim.now() + timedelta(minutes=1)
-    sim.insert_sales_order(at=at)
-    changed, cursor3, _ = _tick(url, cursor2)
-    # One run per day that can hold a version newer than the cursor (the previous newest order's
-    # day up to the new one's), each for the three changed tables only.
-    previous = datetime.fromisoformat(state["sales_order"]).date()
-    assert [r.partition_key for r in changed] == [
-        (previous + timedelta(days=i)).isoformat() for i in range((at.date() - previous).days + 1)
-    ]
-    for request in changed:
-        assert sorted(request.asset_selection) == sorted(
-            raw_asset_key(t) for t in ("payment", "sales_order", "transaction")
-        )
-    new_state = json.loads(cursor3)
-    assert datetime.fromisoformat(new_state["sales_order"]) == at
-    assert new_state["address"] == state["address"]
-
-    # The same state again requests nothing, and a replayed tick has the same run key (no duplicates).
-    assert _tick(url, cursor3)[0] == []
-    replay, _, _ = _tick(url, cursor2)
-    assert [r.run_key for r in replay] == [r.run_key for r in changed]
-
-
-def test_plan_runs_groups_tables_by_day():
-    cursor = {"sales_order": "2024-11-15T10:00:00", "payment": "2024-11-15T10:00:00"}
-    maxima = {
-        "sales_order": datetime(2024, 11, 15, 10, 15),
-        "payment": datetime(2024, 11, 15, 10, 0),
-        "design": None,
-    }
-    requests, new_cursor = plan_runs(cursor, maxima, date(2024, 11, 15))
-    assert [(r.partition_key, r.asset_selection) for r in requests] == [
-        ("2024-11-15", [raw_asset_key("sales_order")])
-    ]
-    assert new_cursor["sales_order"] == "2024-11-15T10:15:00" and "design" not in new_cursor
 
 
 def test_automation_loads_the_history_then_carries_a_raw_change_to_the_dimensions_then_the_fact(

@@ -15,7 +15,7 @@ import pytest
 from totesys_assets.partitions import daily_partitions
 from totesys_assets.raw.assets import ENCODE_AHEAD_MIN_DAYS, RAW_STEP, raw_asset_key, raw_assets
 from totesys_assets.resources.config import build_resources
-from totesys_assets.resources.lake import LakeResource
+from totesys_assets.resources.lake import LakeResource, lake_schema
 from totesys_assets.specs import SOURCE_TABLES
 from totesys_assets_tests.helpers import frame_rows, raw_materializations, s3_objects, source_rows
 
@@ -43,7 +43,7 @@ def _check_lake_equals_source(s3, bucket: str, source_url: str, first: str, last
         assert sorted(objects) == [f"totes/raw/{table}/{d}.parquet" for d in sorted(by_day)], table
         for key, frame in objects.items():
             day = key.rsplit("/", 1)[1].removesuffix(".parquet")
-            assert frame.schema == spec.polars_schema, (table, day)
+            assert frame.schema == lake_schema(spec), (table, day)  # the columns and capture metadata
             assert frame_rows(frame, table) == by_day[day], (table, day)
         counts[table] = sum(len(v) for v in by_day.values())
     return counts
@@ -165,10 +165,10 @@ def test_a_backfill_stores_the_days_its_workers_encoded_and_merges_days_the_lake
     merged: list[str] = []
     write_raw_day = LakeResource.write_raw_day
 
-    def counted(self, table, day, new, existing):
+    def counted(self, table, day, new, existing, **kwargs):
         if new.height:
             merged.append(day)
-        return write_raw_day(self, table, day, new, existing)
+        return write_raw_day(self, table, day, new, existing, **kwargs)
 
     monkeypatch.setattr(LakeResource, "write_raw_day", counted)
     only = {"assets": raw_assets, "selection": [raw_asset_key("sales_order")]}
@@ -179,7 +179,14 @@ def test_a_backfill_stores_the_days_its_workers_encoded_and_merges_days_the_lake
     assert len(objects) >= ENCODE_AHEAD_MIN_DAYS - 10  # weekends hold no orders
     etags = {k: s3.client.head_object(Bucket=lake_env, Key=k)["ETag"] for k in objects}
 
-    # Again: the lake holds every day, so nothing is encoded ahead and each day is merged, unchanged.
+    # Again: every day's source fingerprint equals the one the lake recorded, so no day is merged
+    # or rewritten.
+    assert dg.materialize(**only, resources=build_resources(), tags=tags).success
+    assert merged == []
+    assert {k: s3.client.head_object(Bucket=lake_env, Key=k)["ETag"] for k in objects} == etags
+
+    # Without the recorded fingerprints (a lake written before them) each day is merged, unchanged.
+    s3.client.delete_object(Bucket=lake_env, Key="totes/fingerprints/sales_order.parquet")
     assert dg.materialize(**only, resources=build_resources(), tags=tags).success
     assert sorted(merged) == sorted(k.rsplit("/", 1)[1].removesuffix(".parquet") for k in objects)
     assert {k: s3.client.head_object(Bucket=lake_env, Key=k)["ETag"] for k in objects} == etags

@@ -260,6 +260,9 @@ def test_fact_sales_order_2(oltp):
         "agreed_payment_date": dt.date(2022, 11, 8),
         "agreed_delivery_date": dt.date(2022, 11, 7),
         "agreed_delivery_location_id": 8,
+        # a frame not read from the lake carries the values of a legacy capture
+        "version_hash": "0",
+        "captured_at": dt.datetime(1970, 1, 1),
     }
 
 
@@ -530,9 +533,11 @@ def test_dim_transaction_null_counts(star):
 )
 def test_matches_the_other_teams_warehouse(reference_dir, star, name):
     spec = WAREHOUSE_TABLES[name]
-    key = list(spec.natural_key) if spec.is_fact else [spec.primary_key]
-    expected = theirs(reference_dir, name).select(spec.insert_columns).sort(key)
-    assert_frame_equal(star[name], expected)
+    # the columns of the reference ERD (ours add which captured version a fact row is)
+    columns = [c for c in spec.insert_columns if c not in ("version_hash", "captured_at")]
+    key = [c for c in spec.natural_key if c in columns] if spec.is_fact else [spec.primary_key]
+    expected = theirs(reference_dir, name).select(columns).sort(key)
+    assert_frame_equal(star[name].select(columns), expected)
 
 
 def test_dim_currency_codes_match_the_other_team(reference_dir, star):

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from totesys_assets.resources.warehouse import (
     CURRENT_VIEWS,
+    DELETIONS_TABLE,
     LoadResult,
     WarehouseConnectionError,
     WarehouseLoadError,
@@ -46,9 +47,13 @@ def wh(pg) -> WarehouseResource:
 
 
 def frame(table: str, rows: list[dict]) -> pl.DataFrame:
-    """Rows typed by the table's spec (only the columns a load supplies)."""
+    """Rows typed by the table's spec (only the columns a load supplies); a fact row that does not
+    say which captured version it is gets version hash "0", captured at the epoch."""
     spec = WAREHOUSE_TABLES[table]
     schema = {c: spec.column(c).dtype for c in spec.insert_columns}
+    if spec.is_fact:
+        capture = {"version_hash": "0", "captured_at": dt.datetime(1970, 1, 1)}
+        rows = [{**capture, **r} if isinstance(r, dict) else r for r in rows]
     return pl.DataFrame(rows, schema=schema, orient="row")
 
 
@@ -208,7 +213,8 @@ def test_ddl_creates_the_11_tables_exactly_as_the_specs(wh):
     live: dict[str, list[tuple]] = {}
     for table, name, pg_type, not_null, default in columns:
         live.setdefault(table, []).append((name, pg_type, not_null, default is not None))
-    assert sorted(live) == sorted(WAREHOUSE_TABLES)
+    # the 11 tables, and the deletions observed at the source
+    assert sorted(live) == sorted([*WAREHOUSE_TABLES, DELETIONS_TABLE])
     for spec in WAREHOUSE_TABLES.values():
         expected = [
             (c.name, "integer" if c.kind is Kind.SERIAL else c.pg_type, not c.nullable, c.kind is Kind.SERIAL)
@@ -228,7 +234,7 @@ def test_ddl_creates_the_11_tables_exactly_as_the_specs(wh):
         (t, kind, tuple(cols), ref if ref != "-" else None, tuple(refcols or ()))
         for t, kind, cols, ref, refcols, _ in constraints
     }
-    want = set()
+    want = {(DELETIONS_TABLE, "p", ("fact", "source_id", "observed_at"), None, ())}
     for spec in WAREHOUSE_TABLES.values():
         want.add((spec.name, "p", (spec.primary_key,), None, ()))
         if spec.natural_key:

@@ -9,6 +9,7 @@ that storing a table is only writing its objects. A 744-day x100 history took 18
 step per table, 14.9-15.1 s pipelined (README, "One extraction step for the 11 raw assets").
 """
 
+import hashlib
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,8 +20,16 @@ import polars as pl
 
 from totesys_assets.partitions import add_partition_metadata, daily_partitions
 from totesys_assets.pipelining import read_ahead
-from totesys_assets.raw.conditions import raw_history_condition
-from totesys_assets.resources.lake import LakeResource, RawDays, split_raw_days
+from totesys_assets.raw.conditions import raw_condition
+from totesys_assets.resources.lake import (
+    DELETED,
+    Fingerprint,
+    LakeResource,
+    RawDays,
+    capture_time,
+    latest_captured,
+    split_raw_days,
+)
 from totesys_assets.resources.source import TotesysSource
 from totesys_assets.settings import lake_kind, lake_location
 from totesys_assets.specs import SOURCE_TABLES, TableSpec
@@ -63,15 +72,44 @@ def raw_asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["raw", table])
 
 
-def versions_fingerprint(spec: TableSpec, frame: pl.DataFrame) -> dg.DataVersion:
-    """A data version that changes exactly when the set of row versions (pk, last_updated) does.
+def run_data_version(days: list[str], fingerprints: dict[str, Fingerprint]) -> dg.DataVersion:
+    """The data version of a run's days: a digest of their source fingerprints.
 
-    Automation reacts to data-version changes, so a refresh that finds nothing new triggers
-    nothing downstream.
+    Automation reacts to data-version changes, and `dg.Output` takes one version for all the
+    run's partitions; a run whose days all kept their fingerprint reuses the version they were
+    recorded with instead (`data_version_for`).
     """
-    keys = frame.select(spec.primary_key, "last_updated")
-    digest = int(keys.hash_rows(seed=1).sum()) if keys.height else 0
-    return dg.DataVersion(f"{keys.height}-{digest:x}")
+    digest = hashlib.blake2b(digest_size=12)
+    for day in days:
+        fp = fingerprints[day]
+        digest.update(f"{day}:{fp.rows}:{fp.hash};".encode())
+    return dg.DataVersion(digest.hexdigest())
+
+
+def data_version_for(
+    days: list[str], source: dict[str, Fingerprint], recorded: dict[str, Fingerprint]
+) -> tuple[dg.DataVersion, set[str]]:
+    """(the run's data version, the days that did not change since the lake recorded them).
+
+    When no day changed and all were recorded with one data version (one range run, or one day),
+    that version is kept, so a refresh that finds nothing new changes no version and triggers
+    nothing downstream, after a range backfill too.
+    """
+    unchanged = {d for d in days if source[d].same_rows(recorded.get(d))}
+    previous = {recorded[d].data_version for d in days if d in recorded}
+    if len(unchanged) == len(days) and all(d in recorded for d in days) and len(previous) == 1:
+        (version,) = previous
+        if version:
+            return dg.DataVersion(version), unchanged
+    return run_data_version(days, source), unchanged
+
+
+def tombstone_candidates(spec: TableSpec, stored: pl.DataFrame, extracted: pl.DataFrame) -> list[int]:
+    """Keys whose latest state in a stored day is a live version but which the day's extract lacks
+    (deleted at the source, or moved to another day: `TotesysSource.existing_ids` tells)."""
+    pk = spec.primary_key
+    live = latest_captured(spec, stored).filter(~pl.col(DELETED)).select(pk)
+    return live.join(extracted.select(pk), on=pk, how="anti")[pk].to_list()
 
 
 @dataclass(frozen=True)
@@ -81,6 +119,7 @@ class _Extract:
     rows: int
     version: dg.DataVersion
     seconds: float
+    changed_days: int
 
 
 def _raw_spec(spec: TableSpec) -> dg.AssetSpec:
@@ -88,14 +127,16 @@ def _raw_spec(spec: TableSpec) -> dg.AssetSpec:
         key=raw_asset_key(spec.name),
         group_name=RAW_GROUP,
         description=(
-            f"Every version of a `{spec.name}` row whose last_updated falls on the partition's day "
-            f"(UTC), as Parquet in the lake. {spec.description}"
+            f"Every captured version of a `{spec.name}` row whose last_updated falls on the partition's "
+            f"day (UTC), and tombstones of rows deleted at the source, as Parquet in the lake. "
+            f"{spec.description}"
         ),
         partitions_def=daily_partitions,
         kinds={"postgres", lake_kind(), "polars"},
         owners=OWNERS,
         tags={"layer": "raw"},
-        automation_condition=raw_history_condition,
+        automation_condition=raw_condition,
+        deps=[dg.AssetKey(["totesys", spec.name])],  # the observable source (raw/detector.py)
         metadata={
             "lake_location": dg.MetadataValue.path(f"{lake_location()}/raw/{spec.name}/"),
             "dagster/column_schema": spec.table_schema(),
@@ -122,28 +163,58 @@ def raw_extract(
     days = context.partition_keys
     selected = [SOURCE_TABLES[t] for t in EXTRACT_ORDER if raw_asset_key(t) in context.selected_asset_keys]
     encode_ahead = len(days) >= ENCODE_AHEAD_MIN_DAYS
+    # The first and the current partition also hold the rows dated before / after the range.
+    first_key, last_key = (
+        daily_partitions.get_first_partition_key(),
+        daily_partitions.get_last_partition_key(),
+    )
+    assert first_key and last_key
+    open_start, open_end = days[0] == first_key, days[-1] == last_key
+    captured_at = capture_time()
 
     def extract(spec: TableSpec) -> _Extract:
         started = time.monotonic()
-        frame = source.extract(spec, window.start, window.end)
-        # Days the lake does not hold yet are encoded here, off the thread Dagster records on.
-        new_days = set(days).difference(lake.raw_days(spec.name)) if encode_ahead else set()
-        by_day = split_raw_days(spec, frame, days, encode_days=new_days)
-        return _Extract(
-            spec, by_day, frame.height, versions_fingerprint(spec, frame), time.monotonic() - started
+        recorded = lake.read_fingerprints(spec.name)
+        frame, by_source = source.extract_with_fingerprints(
+            spec, None if open_start else window.start, None if open_end else window.end, first_key, last_key
         )
+        fingerprints = {d: Fingerprint(*by_source.get(d, (0, "0"))) for d in days}
+        version, unchanged = data_version_for(days, fingerprints, recorded)
+        changed = [d for d in days if d not in unchanged]
+        # Days the lake does not hold yet are encoded here, off the thread Dagster records on.
+        present = set(lake.raw_days(spec.name)).intersection(changed) if changed else set()
+        new_days = set(changed) - present if encode_ahead else set()
+        by_day = split_raw_days(
+            spec,
+            frame,
+            days,
+            encode_days=new_days,
+            captured_at=captured_at,
+            open_start=open_start,
+            open_end=open_end,
+        )
+        # Keys a changed day held that its extract lacks: deleted at the source, or moved away.
+        existing = lake.read_raw_days(spec.name, sorted(present))
+        candidates = {d: tombstone_candidates(spec, existing[d].frame, by_day[d]) for d in existing}
+        still_there = source.existing_ids(spec, sorted({k for ks in candidates.values() for k in ks}))
+        by_day.gone = {d: [k for k in ks if k not in still_there] for d, ks in candidates.items()}
+        by_day.unchanged, by_day.existing = unchanged, existing
+        by_day.fingerprints = {
+            d: Fingerprint(fp.rows, fp.hash, version.value) for d, fp in fingerprints.items()
+        }
+        return _Extract(spec, by_day, frame.height, version, time.monotonic() - started, len(changed))
 
     span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
     context.log.info(f"extracting {len(selected)} table(s) for {len(days)} day(s) {span}")
     for n, done in enumerate(read_ahead(selected, extract, ahead=READ_AHEAD, workers=EXTRACT_WORKERS), 1):
         spec, key = done.spec, raw_asset_key(done.spec.name)
         context.log.info(
-            f"raw {n}/{len(selected)} {spec.name}: {done.rows:,} row versions, {len(days)} day(s) {span}, "
-            f"extracted in {done.seconds:.1f} s"
+            f"raw {n}/{len(selected)} {spec.name}: {done.rows:,} rows, {len(days)} day(s) {span}, "
+            f"{done.changed_days} changed since the last capture, extracted in {done.seconds:.1f} s"
         )
         # Each partition gets its own row count (a range run must not stamp every day with the
-        # whole range's number). The data version covers the run's extract: `dg.Output` takes one
-        # version for all partitions of a run.
+        # whole range's number). The data version covers the run's days: `dg.Output` takes one
+        # version for all partitions of a run (`data_version_for`).
         add_partition_metadata(
             context,
             {day: {"dagster/row_count": part.height} for day, part in done.by_day.items()},

@@ -21,3 +21,16 @@ history_day_never_loaded = (never_loaded & ~dg.AutomationCondition.in_latest_tim
 )
 
 raw_history_condition = (history_day_never_loaded & not_running).with_label("backfill_missing_history")
+
+# The change detector (raw/detector.py) observed the day's source fingerprint with a new version:
+# the day holds something the lake has not captured. Handled once requested, so a day whose run
+# fails is not retried by automation until its source changes again.
+source_day_changed = (
+    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed())
+    .since_last_handled()
+    .with_label("source_day_changed")
+)
+
+raw_condition = (raw_history_condition | (source_day_changed & not_running)).with_label(
+    "history_or_source_day_changed"
+)

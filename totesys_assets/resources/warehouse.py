@@ -8,7 +8,7 @@ Every load runs in one transaction:
 3. one set-based INSERT … SELECT moves it into the target:
    * dimensions upsert on the primary key and rewrite a row only when a value changed;
    * facts append one row per new version of a source row (natural key = id, last_updated_date,
-     last_updated_time) and skip versions already loaded, so reloading is a no-op and the serial
+     last_updated_time, version_hash: an in-place change is a new version) and skip versions already loaded, so reloading is a no-op and the serial
      `*_record_id` of a version never changes. New rows are inserted oldest version first, so record
      ids follow time.
 4. COMMIT. Any error rolls the whole load back: the table is exactly as before.
@@ -172,20 +172,43 @@ def _idents(names: Sequence[str], prefix: str | None = None) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
 
 
-def current_view_statement(spec: TableSpec) -> sql.Composable:
-    """The newest version of every source row of a fact (ties broken by the newest record id)."""
-    natural_id, updated_date, updated_time = spec.natural_key
+# Rows deleted at the source: one row per tombstone the lake captured (which fact, which source
+# row, its last version's last_updated, when the deletion was observed).
+DELETIONS_TABLE = "fact_deletions"
+DELETIONS_SCHEMA = pl.Schema(
+    {"source_id": pl.Int32(), "last_updated": pl.Datetime("ms"), "observed_at": pl.Datetime("ms")}
+)
+
+
+def deletions_statement() -> sql.Composable:
     return sql.SQL(
-        "CREATE OR REPLACE VIEW {view} AS SELECT DISTINCT ON ({id}) {cols} FROM {table} "
-        "ORDER BY {id}, {d} DESC, {t} DESC, {pk} DESC"
+        "CREATE TABLE IF NOT EXISTS {} (fact text NOT NULL, source_id integer NOT NULL, "
+        "last_updated timestamp(3) NOT NULL, observed_at timestamp(3) NOT NULL, "
+        "PRIMARY KEY (fact, source_id, observed_at))"
+    ).format(sql.Identifier(DELETIONS_TABLE))
+
+
+def current_view_statement(spec: TableSpec) -> sql.Composable:
+    """The latest captured version of every source row of a fact: newest last_updated, ties broken
+    by capture order (then record id); rows whose deletion was observed after that version was
+    captured are left out (`fact_deletions` keeps when)."""
+    natural_id, updated_date, updated_time, *_ = spec.natural_key
+    return sql.SQL(
+        "CREATE OR REPLACE VIEW {view} AS SELECT {ccols} FROM (SELECT DISTINCT ON ({id}) {cols} FROM {table} "
+        "ORDER BY {id}, {d} DESC, {t} DESC, captured_at DESC, {pk} DESC) c WHERE NOT EXISTS "
+        "(SELECT 1 FROM {deletions} x WHERE x.fact = {name} AND x.source_id = c.{id} "
+        "AND x.observed_at >= c.captured_at)"
     ).format(
         view=sql.Identifier(current_view_name(spec)),
         id=sql.Identifier(natural_id),
         cols=_idents(spec.column_names),
+        ccols=_idents(spec.column_names, "c"),
         table=sql.Identifier(spec.name),
         d=sql.Identifier(updated_date),
         t=sql.Identifier(updated_time),
         pk=sql.Identifier(spec.primary_key),
+        deletions=sql.Identifier(DELETIONS_TABLE),
+        name=sql.Literal(spec.name),
     )
 
 
@@ -247,6 +270,7 @@ def warehouse_statements() -> list[sql.Composable]:
     """The whole warehouse DDL: tables, keys, foreign keys, the `*_current` views and the quarantine."""
     specs = list(WAREHOUSE_TABLES.values())
     out = schema_statements(specs, source_style=False)
+    out.append(deletions_statement())
     out.extend(current_view_statement(s) for s in specs if s.is_fact)
     out.extend(quarantine_statements())
     return out
@@ -301,7 +325,7 @@ def _append_statement(spec: TableSpec, *, on_conflict: bool = True) -> sql.Compo
     A bulk load goes without: it holds the table's exclusive lock and has dropped the unique
     index that ON CONFLICT needs (re-creating it re-checks uniqueness before COMMIT).
     """
-    natural_id, updated_date, updated_time = spec.natural_key
+    natural_id, updated_date, updated_time, *_ = spec.natural_key
     return sql.SQL(
         "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ORDER BY {order} {conflict}"
     ).format(
@@ -311,7 +335,7 @@ def _append_statement(spec: TableSpec, *, on_conflict: bool = True) -> sql.Compo
         table=sql.Identifier(spec.name),
         cols=_idents(spec.insert_columns),
         stage=sql.Identifier(_stage_name(spec)),
-        order=_idents([updated_date, updated_time, natural_id]),
+        order=_idents([updated_date, updated_time, "captured_at", natural_id]),
     )
 
 
@@ -839,7 +863,11 @@ class WarehouseResource(dg.ConfigurableResource):
         url = self.resolved_url()
         table = sql.Identifier(spec.name)
         is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table).as_string()
-        order = [*spec.natural_key[1:], spec.natural_key[0]] if spec.is_fact else [spec.primary_key]
+        order = (
+            [*spec.natural_key[1:3], "captured_at", spec.natural_key[0]]
+            if spec.is_fact
+            else [spec.primary_key]
+        )
         try:
             conn = adbc.connect(url)
         except adbc_driver_manager.Error as exc:
@@ -991,6 +1019,34 @@ class WarehouseResource(dg.ConfigurableResource):
 
         return self._with_schema(run)
 
+    def record_deletions(self, table: str, deletions: pl.DataFrame) -> int:
+        """Store the deletions of a fact's source rows the lake observed (`DELETIONS_SCHEMA`);
+        one seen before adds nothing. Returns the rows added."""
+        spec = self._spec(table, fact=True)
+        if deletions.is_empty():
+            return 0
+        target = sql.Identifier(DELETIONS_TABLE)
+
+        def run() -> int:
+            with self.connect() as conn, conn.transaction():
+                conn.execute(
+                    "CREATE TEMP TABLE _stage_deletions (source_id integer, last_updated timestamp(3), "
+                    "observed_at timestamp(3)) ON COMMIT DROP"
+                )
+                with conn.cursor().copy("COPY _stage_deletions FROM STDIN") as copy:
+                    for row in deletions.select(list(DELETIONS_SCHEMA)).iter_rows():
+                        copy.write_row(row)
+                return conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {target} (fact, source_id, last_updated, observed_at) "
+                        "SELECT %s, source_id, last_updated, observed_at FROM _stage_deletions "
+                        "ON CONFLICT DO NOTHING"
+                    ).format(target=target),
+                    (spec.name,),
+                ).rowcount
+
+        return self._with_schema(run)
+
     def open_rejections(self, table: str, limit: int = 20) -> tuple[int, list[dict[str, Any]]]:
         """How many rejected versions of a fact are still open (not superseded by a loaded version
         of the same source row), and the first `limit` rejected values, oldest first."""
@@ -1020,7 +1076,7 @@ class WarehouseResource(dg.ConfigurableResource):
     def rejected_unloaded_versions(self, table: str, first_day: str, last_day: str) -> int:
         """Rejected versions of a fact with `last_updated` in the days that the fact does not hold."""
         spec = self._spec(table, fact=True)
-        natural_id, updated_date, updated_time = spec.natural_key
+        natural_id, updated_date, updated_time, *_ = spec.natural_key
         query = sql.SQL(
             "SELECT count(DISTINCT (r.source_id, r.last_updated)) FROM {rejected} r "
             "WHERE r.fact = %(fact)s AND r.last_updated >= %(first_day)s::date "

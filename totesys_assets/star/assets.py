@@ -291,7 +291,10 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
             # row) is set aside into the quarantine, the others load: one bad version does not hold
             # back the day. The `no_rejected_versions` check fails, naming it, until a corrected
             # version is loaded.
-            split = transforms.split_fact(spec.name, lake.read_raw(table.sources[0], days), keys)
+            raw = lake.read_raw(table.sources[0], days)
+            split = transforms.split_fact(spec.name, raw, keys)
+            deletions = transforms.fact_deletions(spec.name, raw)
+            del raw
         frame = split.frame
         if split.rejected_versions:
             warehouse.record_rejections(spec.name, split.rejected)
@@ -303,6 +306,11 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
                 "(quarantine.rejected_versions)"
             )
         result = warehouse.append_facts(spec.name, frame)
+        # Rows deleted at the source leave the `*_current` views; the history keeps their versions.
+        if warehouse.record_deletions(spec.name, deletions):
+            context.log.info(
+                f"{spec.name}: {deletions.height} deletion(s) at the source recorded (fact_deletions)"
+            )
         by_day = frame.partition_by("last_updated_date", as_dict=True) if frame.height else {}
         lake.put_frames(
             {

@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import dagster as dg
+import polars as pl
 from psycopg import sql
 
 from totesys_assets.partitions import daily_partitions
 from totesys_assets.pipelining import concurrently
-from totesys_assets.resources.lake import LakeResource
+from totesys_assets.resources.lake import DELETED, ROW_HASH, LakeResource
 from totesys_assets.resources.warehouse import WarehouseResource
 from totesys_assets.specs import LAST_UPDATED, SOURCE_TABLES, WAREHOUSE_TABLES, Column, TableSpec
 
@@ -232,8 +233,9 @@ def evaluate_reconcile(
     """A fact holds exactly one row per distinct version of its raw source in the scope's days,
     but for the versions it set aside (quarantined: `no_rejected_versions` reports those)."""
     source = SOURCE_TABLES[spec.source_table]  # type: ignore[index]
-    keys = [source.primary_key, LAST_UPDATED.name]
-    versions = lake.read_raw(source.name, days=scope.days, columns=keys).unique().height
+    keys = [source.primary_key, LAST_UPDATED.name, ROW_HASH]  # a version: key, last_updated, content
+    stored = lake.read_raw(source.name, days=scope.days, columns=[*keys, DELETED])
+    versions = stored.filter(~pl.col(DELETED)).select(keys).unique().height
     count = sql.SQL("SELECT count(*) FROM {}{}").format(_ident(spec.name), scope.where())
     rows = int(warehouse.scalar(count, scope.params))
     first, last = (scope.days[0], scope.days[-1]) if scope.days else ("0001-01-01", "9999-12-30")

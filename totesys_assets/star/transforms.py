@@ -16,6 +16,7 @@ from datetime import date, timedelta
 import polars as pl
 import polars.selectors as cs
 
+from totesys_assets.resources.lake import CAPTURED_AT, DELETED, LEGACY_CAPTURED_AT, ROW_HASH
 from totesys_assets.specs import CURRENCY_NAMES, SOURCE_TABLES, WAREHOUSE_TABLES, Kind
 from totesys_assets.star.validation import (
     TransformError,
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 LAST_UPDATED = "last_updated"
+VERSION_HASH = "version_hash"
 ISO_DATE_FORMAT = "%Y-%m-%d"
 # Polars' parser also accepts "2024-1-2" and "+2024-01-02"; the source contract is exactly this.
 ISO_DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
@@ -56,20 +58,56 @@ DIM_DATE_LOOKAHEAD = timedelta(days=365)
 
 
 def latest_versions(frame: pl.DataFrame, table_name: str) -> pl.DataFrame:
-    """The newest version of each source row (by `last_updated`), sorted by primary key.
+    """The newest version of each source row, sorted by primary key: by `last_updated`, then by
+    capture order (an in-place change keeps last_updated); tombstones are not versions, so a row
+    deleted at the source keeps its last version here (dimensions keep what facts reference).
 
-    Versions sharing the newest `last_updated` are resolved as in `_sorted_versions`, so the
-    result does not depend on the order in which the lake returned the rows.
+    Versions sharing both are resolved as in `_sorted_versions`, so the result does not depend on
+    the order in which the lake returned the rows.
     """
-    pk = SOURCE_TABLES[table_name].primary_key
-    return _sorted_versions(conform_source(frame, table_name), pk).filter(_last_of_run([pk]))
+    spec = SOURCE_TABLES[table_name]
+    pk = spec.primary_key
+    live = with_capture(frame, table_name).filter(~pl.col(DELETED))
+    return (
+        _sorted_versions(live, [pk, LAST_UPDATED, CAPTURED_AT])
+        .filter(_last_of_run([pk]))
+        .select(spec.column_names)
+    )
 
 
-def _sorted_versions(frame: pl.DataFrame, pk: str) -> pl.DataFrame:
-    """Sorted by (pk, last_updated). Rows sharing both (exact duplicates, or a conflict) are then
-    ordered by their remaining columns, so "the last of them" is the same whatever the input order.
-    The full sort only runs when such rows exist, which in a healthy lake they do not."""
-    key = [pk, LAST_UPDATED]
+def with_capture(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    """`conform_source`, keeping the lake's capture columns (row hash, capture time, tombstone);
+    a frame without them (not read from the lake) gets the values of a legacy object."""
+    base = conform_source(frame, table)
+    legacy = {
+        ROW_HASH: pl.lit(0, pl.Int64),
+        CAPTURED_AT: pl.lit(LEGACY_CAPTURED_AT, pl.Datetime("ms")),
+        DELETED: pl.lit(False),
+    }
+    return base.with_columns(
+        (pl.lit(frame[c]).cast(legacy_type) if c in frame.columns else legacy[c]).alias(c)
+        for c, legacy_type in ((ROW_HASH, pl.Int64), (CAPTURED_AT, pl.Datetime("ms")), (DELETED, pl.Boolean))
+    )
+
+
+def fact_deletions(name: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """The tombstones among a fact's raw rows: which source row, its last version's last_updated,
+    and when the lake observed it gone (the `*_current` views leave such rows out)."""
+    table = WAREHOUSE_TABLES[name].source_table
+    assert table is not None, f"{name} has no source table"
+    pk = SOURCE_TABLES[table].primary_key
+    rows = with_capture(frame, table).filter(pl.col(DELETED))
+    return rows.select(
+        source_id=pl.col(pk).cast(pl.Int32),
+        last_updated=pl.col(LAST_UPDATED),
+        observed_at=pl.col(CAPTURED_AT),
+    ).unique(maintain_order=True)
+
+
+def _sorted_versions(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
+    """Sorted by `key`. Rows sharing it (exact duplicates, or a conflict) are then ordered by their
+    remaining columns, so "the last of them" is the same whatever the input order. The full sort
+    only runs when such rows exist, which in a healthy lake they do not."""
     ordered = frame.sort(key)
     if ordered.select(_last_of_run(key).not_().any()).item():
         rest = [c for c in frame.columns if c not in key]
@@ -302,8 +340,18 @@ def _fact_versions(
     # Only the columns the fact keeps are sorted and carried (payment's account numbers are not).
     kept = set(WAREHOUSE_TABLES[name].insert_columns)
     used = [c for c in source.column_names if c in ("created_at", LAST_UPDATED) or renames.get(c, c) in kept]
-    versions = _sorted_versions(conform_source(frame, table).select(used), pk).filter(
-        _last_of_run([pk, LAST_UPDATED])
+    # One row per distinct version (key, last_updated, content hash), the first capture of it;
+    # tombstones are not versions (`fact_deletions`).
+    rows = with_capture(frame, table).filter(~pl.col(DELETED))
+    version = [pk, LAST_UPDATED, VERSION_HASH]
+    versions = (
+        rows.select(
+            *used,
+            pl.col(ROW_HASH).cast(pl.String).alias(VERSION_HASH),
+            pl.col(CAPTURED_AT).alias("captured_at"),
+        )
+        .sort([*version, "captured_at"], descending=[False, False, False, True])
+        .filter(_last_of_run(version))
     )
     text_dates = [c.name for c in source.columns if c.kind is Kind.DATE_TEXT]
     rejected = pl.DataFrame(schema=REJECTED_SCHEMA)
@@ -315,7 +363,7 @@ def _fact_versions(
         last_updated_date=pl.col(LAST_UPDATED).dt.date(),
         last_updated_time=pl.col(LAST_UPDATED).dt.time(),
     )
-    # Sorted by (id, last_updated), hence by the natural key (id, its date, its time): no re-sort.
+    # Sorted by (id, last_updated, version_hash), hence by the natural key: no re-sort.
     return FactSplit(_finish(name, split.rename(renames), sorted_by_key=True), rejected)
 
 
