@@ -41,6 +41,10 @@ FACT_KEYS = (
     "SELECT conrelid::regclass::text, count(*) FILTER (WHERE convalidated) FROM pg_constraint "
     "WHERE contype = 'f' AND conrelid::regclass::text LIKE 'fact%%' GROUP BY 1 ORDER BY 1"
 )
+FACT_ROWS = " UNION ALL ".join(
+    f"SELECT '{name}', count(*) FROM {name}"  # noqa: S608
+    for name in ("fact_payment", "fact_purchase_order", "fact_sales_order")
+)
 # A load inside its critical section: it holds a dimension exclusively (taken just before it drops
 # the fact's keys) and runs the statements after that lock (drops, the move, rebuilds, re-adds).
 IN_CRITICAL_SECTION = """
@@ -55,10 +59,11 @@ def fetch(url: str, query: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(query, params or None).fetchall()  # type: ignore[arg-type]
 
 
-def _cli(select: str, env: dict[str, str]) -> list[str]:
+def _cli(select: str, first: str = FIRST, last: str = LAST) -> list[str]:
+    """The README's headless backfill of one group over a partition range."""
     return [
         sys.executable, "-m", "dagster", "asset", "materialize", "-m", "totesys_assets.definitions",
-        "--select", select, "--partition-range", f"{FIRST}...{LAST}",
+        "--select", select, "--partition-range", f"{first}...{last}",
     ]  # fmt: skip
 
 
@@ -116,7 +121,7 @@ def test_kill_9_inside_the_first_facts_backfill_leaves_every_key_and_the_rerun_c
     # The first facts backfill, killed (SIGKILL) while a load is between dropping its fact's keys
     # and COMMIT.
     run = subprocess.Popen(
-        _cli("group:facts", _env(tmp_path, crashed)), env=_env(tmp_path, crashed),
+        _cli("group:facts"), env=_env(tmp_path, crashed),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     caught = []
@@ -138,6 +143,7 @@ def test_kill_9_inside_the_first_facts_backfill_leaves_every_key_and_the_rerun_c
     assert run.returncode == -signal.SIGKILL
     assert seen_meanwhile == keys
     _no_other_backends(crashed)
+    after_kill = {t: n for t, n in fetch(crashed, FACT_ROWS)}
 
     # Afterwards: every foreign key of every fact, validated; every index; each fact empty or whole.
     assert fetch(crashed, FACT_KEYS) == keys, caught
@@ -148,13 +154,108 @@ def test_kill_9_inside_the_first_facts_backfill_leaves_every_key_and_the_rerun_c
     # The re-run converges to what an uninterrupted backfill builds, record ids included.
     for warehouse in (crashed, clean):
         done = subprocess.run(
-            _cli("group:facts", _env(tmp_path, warehouse)), env=_env(tmp_path, warehouse),
+            _cli("group:facts"), env=_env(tmp_path, warehouse),
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
     assert fetch(crashed, EVERY_CONSTRAINT) == fetch(clean, EVERY_CONSTRAINT) == constraints
     assert fetch(crashed, EVERY_INDEX) == fetch(clean, EVERY_INDEX)
     got, expected = _warehouse_rows(crashed), _warehouse_rows(clean)
+    # each fact was empty or whole after the kill (a load commits all of its rows or none)
+    assert all(after_kill[t] in (0, len(expected[t])) for t in after_kill), after_kill
+    assert 0 in after_kill.values()  # (the killed load's fact, at least)
     assert {t: len(r) for t, r in got.items()} == {t: len(r) for t, r in expected.items()}
     assert len(expected["fact_payment"]) > 50_000 and len(expected["fact_sales_order"]) > 50_000
     assert got == expected
+
+
+# --- the raw backfill ---------------------------------------------------------------------------
+
+
+def _lake_objects(kind: str, lake_url: str, s3) -> dict[str, bytes]:
+    """Every object of the raw zone (local: visible files only; temporary files are hidden)."""
+    if kind == "s3":
+        bucket, prefix = lake_url[len("s3://") :].split("/", 1)
+        keys = s3.keys(bucket, f"{prefix}/raw/")
+        return {k.split("/", 1)[1]: s3.client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+    root = Path(lake_url)
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in (root / "raw").rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_kill_9_in_the_middle_of_a_raw_backfill_leaves_whole_objects_and_the_rerun_converges(
+    pg, s3, tmp_path, kind
+):
+    import io
+
+    import polars as pl
+
+    from totesys_assets.specs import SOURCE_TABLES
+    from totesys_assets_tests.helpers import frame_rows, source_rows
+
+    source = pg.new_db("raw_crash_src")
+    sim = Simulator(source, seed=7, scale=10)
+    sim.create_schema()
+    sim.seed_history(start=datetime(2024, 10, 26, 8), end=datetime(2024, 11, 8, 18))
+    raw_cli = _cli("group:raw", "2024-10-26", LAST)
+    lake_url = f"s3://{s3.new_bucket()}/totes" if kind == "s3" else str(tmp_path / "lake")
+    env = {
+        **_env(tmp_path, pg.new_db("raw_crash_wh")),
+        "TOTESYS_DB_URL": source,
+        "TOTESYS_LAKE_URL": lake_url,
+        "TOTESYS_HOME": str(tmp_path / "home"),
+    }
+    run = subprocess.Popen(
+        raw_cli,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while (
+            run.poll() is None and time.monotonic() < deadline and len(_lake_objects(kind, lake_url, s3)) < 20
+        ):
+            time.sleep(0.01)
+        assert run.poll() is None, f"the run ended before it was killed: {run.stderr.read()[-3000:]}"  # type: ignore[union-attr]
+        os.killpg(run.pid, signal.SIGKILL)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        run.wait(30)
+
+    by_day: dict[tuple[str, str], list[tuple]] = {}
+    for table, spec in SOURCE_TABLES.items():
+        for row in source_rows(source, table):
+            day = row[spec.column_names.index("last_updated")].date().isoformat()
+            by_day.setdefault((table, day), []).append(row)
+
+    def day_rows(table: str, day: str) -> list[tuple]:
+        return by_day[(table, day)]
+
+    # Every object there is whole: it reads, and holds exactly its day's source rows.
+    killed = _lake_objects(kind, lake_url, s3)
+    assert killed, "nothing was written before the kill"
+    for key, data in killed.items():
+        _, table, name = key.split("/")
+        frame = pl.read_parquet(io.BytesIO(data))
+        assert frame_rows(frame, table) == day_rows(table, name.removesuffix(".parquet")), key
+
+    # The re-run completes the lake: every day of every table, as in the source.
+    done = subprocess.run(raw_cli, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lake = _lake_objects(kind, lake_url, s3)
+    assert {(k.split("/")[1], k.split("/")[2].removesuffix(".parquet")) for k in lake} == set(by_day)
+    for key, data in lake.items():
+        _, table, name = key.split("/")
+        assert frame_rows(pl.read_parquet(io.BytesIO(data)), table) == day_rows(
+            table, name.removesuffix(".parquet")
+        )
+        if key in killed:
+            assert data == killed[key]  # a day already whole was not rewritten
