@@ -164,8 +164,8 @@ def primary_key_statements(spec: TableSpec) -> tuple[list[sql.Composable], list[
     """
     table = sql.Identifier(spec.name)
     pkey = sql.Identifier(f"{spec.name}_pkey")
-    drop = [sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, pkey)]
-    create = [
+    drop: list[sql.Composable] = [sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, pkey)]
+    create: list[sql.Composable] = [
         sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
             table, pkey, sql.Identifier(spec.primary_key)
         )
@@ -181,11 +181,11 @@ def version_index_statements(spec: TableSpec) -> tuple[list[sql.Composable], lis
     """
     version_key = sql.Identifier(f"{spec.name}_version_key")
     table = sql.Identifier(spec.name)
-    drop = [
+    drop: list[sql.Composable] = [
         sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, version_key),
         sql.SQL("DROP INDEX {}").format(sql.Identifier(_version_time_index_name(spec))),
     ]
-    create = [
+    create: list[sql.Composable] = [
         sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} UNIQUE ({})").format(
             table, version_key, sql.SQL(", ").join(sql.Identifier(c) for c in spec.natural_key)
         ),

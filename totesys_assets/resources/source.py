@@ -39,7 +39,7 @@ class SourceSchemaError(dg.Failure):
 
 
 def _select_list(spec: TableSpec) -> sql.Composable:
-    items = []
+    items: list[sql.Composable] = []
     for col in spec.columns:
         ident = sql.Identifier(col.name)
         if col.kind in (Kind.MONEY, Kind.ENUM):

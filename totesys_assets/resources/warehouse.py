@@ -36,6 +36,7 @@ No message ever contains the password of the warehouse URL.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import re
 import threading
@@ -285,7 +286,9 @@ def _upsert_statement(spec: TableSpec) -> sql.Composable:
     cols = spec.insert_columns
     others = [c for c in cols if c != pk]
     if others:
-        conflict = sql.SQL("DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})").format(
+        conflict: sql.Composable = sql.SQL(
+            "DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})"
+        ).format(
             sets=sql.SQL(", ").join(
                 sql.SQL("{} = {}").format(sql.Identifier(c), sql.Identifier("excluded", c)) for c in others
             ),
@@ -981,7 +984,7 @@ class WarehouseResource(dg.ConfigurableResource):
         out: dict[str, pl.Series] = {}
         for (ref_table, ref_column), columns in by_dimension.items():
             query = sql.SQL("SELECT {} FROM {}").format(sql.Identifier(ref_column), sql.Identifier(ref_table))
-            keys = pl.from_arrow(self._with_schema(lambda q=query: self._fetch_arrow(q.as_string())))
+            keys = pl.from_arrow(self._with_schema(functools.partial(self._fetch_arrow, query.as_string())))
             assert isinstance(keys, pl.DataFrame)
             for name in columns:
                 out[name] = keys.to_series().cast(spec.column(name).dtype)

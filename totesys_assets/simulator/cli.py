@@ -7,7 +7,6 @@ with the password redacted.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -119,4 +118,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

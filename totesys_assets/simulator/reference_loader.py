@@ -114,6 +114,7 @@ def _texts(s: pl.Series, col: Column, source: str) -> pl.Series:
         return s.dt.to_string("%Y-%m-%d")
     out = s.cast(pl.String)
     if col.kind is Kind.ENUM:
+        assert col.enum_type, f"enum column {col.name} needs enum_type"
         unknown = out.filter(out.is_not_null() & ~out.is_in(ENUMS[col.enum_type]))
         if unknown.len():
             raise _bad(source, col, unknown, f"are not {col.enum_type} labels")

@@ -284,7 +284,9 @@ class Simulator:
             tx_id = _insert(
                 conn, "transaction", {"transaction_type": "SALE", "sales_order_id": order_id} | stamps
             )
-            amount = (Decimal(str(order["unit_price"])) * int(order["units_sold"])).quantize(Decimal("0.01"))
+            amount = (Decimal(str(order["unit_price"])) * int(str(order["units_sold"]))).quantize(
+                Decimal("0.01")
+            )
             _insert(
                 conn,
                 "payment",
@@ -313,7 +315,7 @@ class Simulator:
                 query = sql.SQL("SELECT count(*), max({}) FROM {}").format(
                     sql.Identifier("last_updated"), sql.Identifier(table)
                 )
-                out[table] = tuple(conn.execute(query).fetchone())
+                out[table] = tuple(conn.execute(query).fetchone() or (0, None))
         return out
 
 

@@ -8,6 +8,7 @@ and one built in many small windows end up identical.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -113,7 +114,7 @@ def _order_frame(
 
 def _pick_changed_orders(
     ev: Events, state: SourceState, new_ids: dict[str, np.ndarray], new_created: dict[str, np.ndarray]
-) -> dict[str, tuple[np.ndarray, ...]]:
+) -> dict[str, tuple[Any, ...]]:
     """Pick each change's order among those created in the 7 days before it; the latest change wins.
 
     Returns table -> (order ids, new delivery day, change time), one entry per changed order.

@@ -40,7 +40,7 @@ def run_days(tags: dict[str, str]) -> list[str] | None:
         tags.get("dagster/asset_partition_range_end"),
     )
     if start and end:
-        return daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
+        return list(daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end)))
     return None
 
 
@@ -52,7 +52,7 @@ class Scope:
 
     @classmethod
     def of(cls, spec: TableSpec, context: dg.AssetCheckExecutionContext) -> "Scope":
-        return cls(run_days(context.run.tags) if spec.is_fact else None)
+        return cls(run_days(dict(context.run.tags)) if spec.is_fact else None)
 
     def where(self, alias: str | None = None) -> sql.Composable:
         if self.days is None:

@@ -32,7 +32,8 @@ freshness_policy = dg.FreshnessPolicy.time_window(
 
 _raw_changed = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed()).allow(RAW)
 _heartbeat = dg.AutomationCondition.cron_tick_passed(heartbeat_cron(), cron_timezone="UTC")
-_dimension_trigger = (_raw_changed | _heartbeat).since_last_handled() | never_loaded
+# (type: ignore: Dagster 1.13's generic self-types reject an asset-keyed condition's since_last_handled)
+_dimension_trigger = (_raw_changed | _heartbeat).since_last_handled() | never_loaded  # type: ignore[misc]
 
 dimension_condition = (
     _dimension_trigger & ~dg.AutomationCondition.any_deps_in_progress() & not_running
@@ -49,7 +50,7 @@ _deps_idle = ~dg.AutomationCondition.any_deps_in_progress() & not_running
 fact_condition = (
     (history_day_never_loaded & _deps_idle)
     | (
-        (_raw_changed | (dg.AutomationCondition.in_latest_time_window() & _heartbeat)).since_last_handled()
+        (_raw_changed | (dg.AutomationCondition.in_latest_time_window() & _heartbeat)).since_last_handled()  # type: ignore[misc]
         & ~_dimension_pending
         & _deps_idle
     )

@@ -293,13 +293,13 @@ def _fact(name: str, frame: pl.DataFrame) -> pl.DataFrame:
 # The columns of a rejected version (quarantine): which version, which value, and why.
 REJECTED_SCHEMA = pl.Schema(
     {
-        "source_table": pl.String,
-        "source_id": pl.Int32,
+        "source_table": pl.String(),
+        "source_id": pl.Int32(),
         "last_updated": pl.Datetime("ms"),
-        "column_name": pl.String,
-        "value": pl.String,
-        "reason": pl.String,
-        "source_row": pl.String,  # the version's columns the fact keeps, as JSON
+        "column_name": pl.String(),
+        "value": pl.String(),
+        "reason": pl.String(),
+        "source_row": pl.String(),  # the version's columns the fact keeps, as JSON
     }
 )
 
