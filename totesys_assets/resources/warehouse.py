@@ -44,7 +44,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
@@ -61,7 +60,7 @@ from totesys_assets.ddl import (
     schema_statements,
     version_index_statements,
 )
-from totesys_assets.settings import redact_url
+from totesys_assets.settings import redact_url, scrub_text, url_secrets
 from totesys_assets.specs import WAREHOUSE_TABLES, Kind, TableSpec
 
 # Rows per CSV chunk streamed into COPY (bounded memory; serialising overlaps with sending).
@@ -576,24 +575,6 @@ _KEY_DETAIL = re.compile(r"Key \((?P<cols>.+?)\)=\((?P<vals>.*)\)", re.S)
 _COPY_CONTEXT = re.compile(r"column (?P<col>\w+): (?P<val>.*)")
 
 
-def _secret_free(text: str, url: str) -> str:
-    """`text` with any password of `url` (user info or query parameter) masked."""
-    try:
-        parts = urlsplit(url)
-        secrets = [parts.password] if parts.password else []
-    except ValueError:
-        secrets = []
-    secrets += re.findall(r"(?:^|[?&])password=([^&]+)", url)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def safe_url(url: str) -> str:
-    """The URL for messages: settings.redact_url plus a masked `password=` query parameter."""
-    return re.sub(r"([?&]password=)[^&]+", r"\1***", redact_url(url))
-
-
 def _load_error(spec: TableSpec, frame: pl.DataFrame, exc: psycopg.Error) -> WarehouseLoadError:
     """A message naming table, column and value from PostgreSQL's diagnostics."""
     diag = exc.diag
@@ -679,7 +660,7 @@ class WarehouseResource(dg.ConfigurableResource):
             conn = psycopg.connect(url, connect_timeout=10, application_name="totesys_assets.warehouse")
         except psycopg.Error as exc:
             raise WarehouseConnectionError(
-                f"cannot connect to the warehouse at {safe_url(url)}: {_secret_free(str(exc).strip(), url)}"
+                f"cannot connect to the warehouse at {redact_url(url)}: {scrub_text(str(exc).strip(), url_secrets(url))}"
             ) from None
         with conn:
             yield conn
@@ -875,7 +856,7 @@ class WarehouseResource(dg.ConfigurableResource):
             conn = adbc.connect(url)
         except adbc_driver_manager.Error as exc:
             raise WarehouseConnectionError(
-                f"cannot connect to the warehouse at {safe_url(url)}: {_secret_free(str(exc).strip(), url)}"
+                f"cannot connect to the warehouse at {redact_url(url)}: {scrub_text(str(exc).strip(), url_secrets(url))}"
             ) from None
         with conn, conn.cursor() as cur:
 
@@ -1127,7 +1108,7 @@ class WarehouseResource(dg.ConfigurableResource):
             conn = adbc.connect(url)
         except adbc_driver_manager.Error as exc:
             raise WarehouseConnectionError(
-                f"cannot connect to the warehouse at {safe_url(url)}: {_secret_free(str(exc).strip(), url)}"
+                f"cannot connect to the warehouse at {redact_url(url)}: {scrub_text(str(exc).strip(), url_secrets(url))}"
             ) from None
         with conn, conn.cursor() as cur:
             cur.execute(query)
