@@ -28,7 +28,13 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from totesys_assets.settings import totesys_home
+from totesys_assets.settings import (
+    ENV_LAKE_URL,
+    ENV_SOURCE_URL,
+    ENV_WAREHOUSE_URL,
+    require_demo_allowed,
+    totesys_home,
+)
 
 log = logging.getLogger(__name__)
 # pgserver asks platformdirs for a runtime dir it does not use; without XDG_RUNTIME_DIR (containers,
@@ -114,11 +120,13 @@ def _ensure(home: Path) -> tuple[str, str]:
 
 def source_url() -> str:
     """URL of the embedded, seeded `totesys` database (started on first use)."""
+    require_demo_allowed(ENV_SOURCE_URL)
     return _ensure(totesys_home())[0]
 
 
 def warehouse_url() -> str:
     """URL of the embedded `warehouse` database (started on first use)."""
+    require_demo_allowed(ENV_WAREHOUSE_URL)
     return _ensure(totesys_home())[1]
 
 
@@ -163,11 +171,12 @@ def status() -> None:
         print(f"embedded PostgreSQL: running (pid {pid}) in {pgdata}")
         print(f"source:    {base.format(db=SOURCE_DB)}")
         print(f"warehouse: {base.format(db=WAREHOUSE_DB)}")
-    print(f"lake:      {lake_root()}")
+    print(f"lake:      {home / 'lake'}")
 
 
 def lake_root() -> Path:
     """The embedded lake: a local folder with the same key layout as the S3 bucket."""
+    require_demo_allowed(ENV_LAKE_URL)
     return totesys_home() / "lake"
 
 
@@ -182,7 +191,9 @@ def stop() -> None:
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     server.cleanup()
     if running_pid(pgdata) is not None:  # pgserver stops a server only when its last user leaves
-        raise SystemExit(f"the embedded PostgreSQL in {pgdata} is still used by another process; stop that first")
+        raise SystemExit(
+            f"the embedded PostgreSQL in {pgdata} is still used by another process; stop that first"
+        )
     print(f"stopped the embedded PostgreSQL in {pgdata}")
 
 

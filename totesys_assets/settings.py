@@ -270,3 +270,25 @@ def scrub_text(text: str, secrets: Iterable[str] = (), environ: Mapping[str, str
 def _mask_value(match: re.Match[str]) -> str:
     quote_char = match.group("value")[0] if match.group("value")[0] in "'\"" else ""
     return f"{match.group('key')}{match.group('sep')}{quote_char}***{quote_char}"
+
+
+ENV_DEPLOYMENT = "TOTESYS_DEPLOYMENT"
+CONNECTION_SETTINGS = (ENV_SOURCE_URL, ENV_WAREHOUSE_URL, ENV_LAKE_URL)
+
+
+class MissingSettingError(RuntimeError):
+    """A deployment lacks a setting that the embedded demo would otherwise have supplied."""
+
+
+def in_deployment() -> bool:
+    """True where deploy/ says so (TOTESYS_DEPLOYMENT=1): the embedded demo is never used there."""
+    return (env_or_none(ENV_DEPLOYMENT) or "0").lower() not in ("0", "false", "no")
+
+
+def require_demo_allowed(name: str) -> None:
+    """Refuse the embedded demo's stand-in for `name` in a deployment, naming what to set."""
+    if in_deployment():
+        raise MissingSettingError(
+            f"{name} is not set, and a deployment ({ENV_DEPLOYMENT}=1) never falls back to the embedded "
+            f"demo: set {name} (see deploy/secrets.md), or unset {ENV_DEPLOYMENT} to run the demo"
+        )

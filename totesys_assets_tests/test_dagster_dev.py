@@ -108,7 +108,7 @@ def test_totesys_dev_fills_the_warehouse_by_itself_from_an_empty_state(tmp_path,
         assert proc.poll() is None, log_path.read_text()[-3000:]
         report.append(f"UI serving after {time.monotonic() - t0:.1f}s")
         keys = {"/".join(n["assetKey"]["path"]) for n in nodes}
-        assert len(keys) == 22
+        assert len(keys) == 33  # 11 observable sources (totesys/<table>), 11 raw, 8 dimensions, 3 facts
         assert all(n["isPartitioned"] for n in nodes if n["groupName"] in ("raw", "facts"))
         sensors, schedules = _automation(port)
         assert schedules == {"raw_refresh_schedule": "RUNNING"}  # no demo_activity at rate 0

@@ -83,3 +83,43 @@ def test_a_raw_run_warns_nothing_from_our_code(pg, tmp_path, monkeypatch):
         assert dg.materialize(raw_assets, resources=build_resources(), partition_key=day).success
     ours = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if "/totesys_assets/" in w.filename]
     assert ours == []
+
+
+def test_a_deployment_with_a_missing_url_fails_at_load_time_naming_it(tmp_path):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_"))}
+    env = {
+        **base,
+        "TOTESYS_HOME": str(tmp_path / "home"),
+        "TOTESYS_DEPLOYMENT": "1",
+        "TOTESYS_DB_URL": "postgresql://reader:s3cret@db.example/totesys",
+        "TOTESYS_LAKE_URL": "s3://totes-lake/prod",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", "import totesys_assets.definitions"], env=env, cwd=REPO_ROOT,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "WAREHOUSE_DB_URL is not set" in out.stderr and "TOTESYS_DEPLOYMENT=1" in out.stderr
+    assert "s3cret" not in out.stderr
+    assert not (tmp_path / "home").exists(), "a deployment started the embedded demo"
+    # With every URL set it loads, and the image sets the variable.
+    env["WAREHOUSE_DB_URL"] = "postgresql://loader@wh.example/warehouse"
+    subprocess.run(
+        [sys.executable, "-c", "import totesys_assets.definitions"], env=env, cwd=REPO_ROOT, check=True
+    )
+    assert "ENV TOTESYS_DEPLOYMENT=1" in (REPO_ROOT / "deploy" / "Dockerfile").read_text()
+
+
+def test_the_embedded_demo_refuses_to_start_in_a_deployment(tmp_path, monkeypatch):
+    import pytest
+
+    from totesys_assets import embedded
+    from totesys_assets.settings import MissingSettingError
+
+    monkeypatch.setenv("TOTESYS_HOME", str(tmp_path))
+    monkeypatch.setenv("TOTESYS_DEPLOYMENT", "1")
+    for call, name in ((embedded.source_url, "TOTESYS_DB_URL"), (embedded.warehouse_url, "WAREHOUSE_DB_URL"),
+                       (embedded.lake_root, "TOTESYS_LAKE_URL")):  # fmt: skip
+        with pytest.raises(MissingSettingError, match=name):
+            call()
+    assert not (tmp_path / "pg").exists()

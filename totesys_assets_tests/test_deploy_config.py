@@ -761,7 +761,8 @@ def test_dockerfile_installs_the_package_and_serves_the_code_location_module(tmp
         text=True, timeout=300,
     )  # fmt: skip
     assert loaded.returncode == 0, loaded.stderr[-3000:]
-    assert int(loaded.stdout.split()[-1]) == len(SOURCE_TABLES) + len(WAREHOUSE_TABLES)
+    # the raw asset and the observable source asset of each source table, and each warehouse table
+    assert int(loaded.stdout.split()[-1]) == 2 * len(SOURCE_TABLES) + len(WAREHOUSE_TABLES)
 
 
 def _free_port() -> int:

@@ -10,7 +10,14 @@ from dagster_aws.s3 import S3Resource
 from totesys_assets.resources.lake import LakeResource, RawLakeIOManager
 from totesys_assets.resources.source import TotesysSource
 from totesys_assets.resources.warehouse import WarehouseResource
-from totesys_assets.settings import ENV_LAKE_URL, ENV_SOURCE_URL, ENV_WAREHOUSE_URL, env_or_none
+from totesys_assets.settings import (
+    CONNECTION_SETTINGS,
+    ENV_LAKE_URL,
+    ENV_SOURCE_URL,
+    ENV_WAREHOUSE_URL,
+    env_or_none,
+    require_demo_allowed,
+)
 
 
 def _env(name: str) -> dg.EnvVar | None:
@@ -22,6 +29,10 @@ def uses_embedded_source() -> bool:
 
 
 def build_resources() -> dict[str, object]:
+    """The resources; in a deployment a missing URL fails here, when the code location loads."""
+    for name in CONNECTION_SETTINGS:
+        if env_or_none(name) is None:
+            require_demo_allowed(name)
     lake = LakeResource(url=_env(ENV_LAKE_URL), s3=S3Resource())
     return {
         "source": TotesysSource(url=_env(ENV_SOURCE_URL)),
