@@ -33,6 +33,8 @@ import polars as pl
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from totesys_assets.resources.errors import AWS_HINT, PERMANENT_S3, ConfigurationFailure
+from totesys_assets.settings import ENV_LAKE_URL
 from totesys_assets.specs import LAST_UPDATED, SOURCE_TABLES, TableSpec
 
 READ_THREADS = 16
@@ -115,6 +117,10 @@ except ImportError:  # Windows: no advisory locks; see _lock_file
 
 class LakeError(RuntimeError):
     pass
+
+
+class LakeAccessError(ConfigurationFailure, LakeError):
+    """The bucket is missing or the credentials are refused: fails at once, without retries."""
 
 
 class LakeConflict(LakeError):
@@ -288,6 +294,18 @@ class LakeResource(dg.ConfigurableResource):
         return str(self._local_root() / key)
 
     # --- object operations ----------------------------------------------------------------------
+    def _s3_error(self, action: str, key: str, exc: Exception) -> Exception:
+        """An S3 failure naming the object, TOTESYS_LAKE_URL and what to check; no retry if it cannot help."""
+        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+        if isinstance(exc, LakeError | dg.Failure):
+            return exc
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        message = f"{action} {self.uri(key)} failed: {exc}. The lake is {ENV_LAKE_URL}={self.resolved_url()}; {AWS_HINT}"
+        if code in PERMANENT_S3 or isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return LakeAccessError(message)
+        return LakeError(message)
+
     def _s3_client(self):
         if self._client is None:
             self._client = self.s3.get_client()
@@ -363,9 +381,9 @@ class LakeResource(dg.ConfigurableResource):
                 raise LakeConflict(
                     f"{self.uri(key)} changed since it was read ({error.get('Code')})"
                 ) from exc
-            raise LakeError(f"writing {self.uri(key)} failed: {exc}") from exc
+            raise self._s3_error("writing", key, exc) from exc
         except Exception as exc:
-            raise LakeError(f"writing {self.uri(key)} failed: {exc}") from exc
+            raise self._s3_error("writing", key, exc) from exc
 
     def _check_conditional_writes(self) -> None:
         """Once per process and bucket: refuse an S3 endpoint that ignores conditional writes.
@@ -389,7 +407,7 @@ class LakeResource(dg.ConfigurableResource):
                 except ClientError as exc:
                     if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
                         break
-                    raise LakeError(f"checking conditional writes on {self.uri('')} failed: {exc}") from exc
+                    raise self._s3_error("checking conditional writes on", "", exc) from exc
             else:
                 raise LakeError(
                     f"the S3 endpoint of {self.uri('')} ignores conditional writes (If-None-Match): "
@@ -410,9 +428,11 @@ class LakeResource(dg.ConfigurableResource):
             client = self._s3_client()
             try:
                 response = client.get_object(Bucket=bucket, Key=self._full_key(key))
+                return StoredObject(response["Body"].read(), response["ETag"])
             except client.exceptions.NoSuchKey:
                 return None
-            return StoredObject(response["Body"].read(), response["ETag"])
+            except Exception as exc:
+                raise self._s3_error("reading", key, exc) from exc
         path = self._local_root() / key
         try:
             data = path.read_bytes()
@@ -436,7 +456,10 @@ class LakeResource(dg.ConfigurableResource):
             full = self._full_key(prefix)
             strip = len(full) - len(prefix)
             pages = self._s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=full)
-            return {o["Key"][strip:]: o["LastModified"] for p in pages for o in p.get("Contents", [])}
+            try:
+                return {o["Key"][strip:]: o["LastModified"] for p in pages for o in p.get("Contents", [])}
+            except Exception as exc:
+                raise self._s3_error("listing", prefix, exc) from exc
         root = self._local_root()
         base = root / prefix
         if not base.exists():

@@ -16,12 +16,17 @@ import polars as pl
 from psycopg import sql
 from pydantic import Field
 
-from totesys_assets.settings import redact_url, scrub_text, url_secrets
+from totesys_assets.resources.errors import ConfigurationFailure, connection_error
+from totesys_assets.settings import ENV_SOURCE_URL
 from totesys_assets.specs import SOURCE_TABLES, Kind, TableSpec
 
 
 class SourceError(RuntimeError):
     """The source cannot be reached; transient, so the asset's retry policy may retry it."""
+
+
+class SourceAccessError(ConfigurationFailure, SourceError):
+    """The source refused the configured user or database: fails at once, without retries."""
 
 
 class SourceSchemaError(dg.Failure):
@@ -164,9 +169,8 @@ class TotesysSource(dg.ConfigurableResource):
         try:
             conn = adbc.connect(url)
         except adbc_driver_manager.Error as exc:
-            reason = scrub_text(str(exc), url_secrets(url))
-            raise SourceError(
-                f"cannot connect to the totesys source at {redact_url(url)}: {reason}"
+            raise connection_error(
+                "the totesys source", ENV_SOURCE_URL, url, exc, SourceError, SourceAccessError
             ) from None
         try:
             with conn.cursor() as cur:

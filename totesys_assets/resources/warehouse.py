@@ -60,7 +60,8 @@ from totesys_assets.ddl import (
     schema_statements,
     version_index_statements,
 )
-from totesys_assets.settings import redact_url, scrub_text, url_secrets
+from totesys_assets.resources.errors import ConfigurationFailure, connection_error
+from totesys_assets.settings import ENV_WAREHOUSE_URL
 from totesys_assets.specs import WAREHOUSE_TABLES, Kind, TableSpec
 
 # Rows per CSV chunk streamed into COPY (bounded memory; serialising overlaps with sending).
@@ -87,6 +88,10 @@ class WarehouseError(RuntimeError):
 
 class WarehouseConnectionError(WarehouseError):
     """The warehouse cannot be reached (the message names the URL without its password)."""
+
+
+class WarehouseAccessError(ConfigurationFailure, WarehouseConnectionError):
+    """The warehouse refused the configured user or database: fails at once, without retries."""
 
 
 class WarehouseSchemaError(WarehouseError):
@@ -659,8 +664,8 @@ class WarehouseResource(dg.ConfigurableResource):
         try:
             conn = psycopg.connect(url, connect_timeout=10, application_name="totesys_assets.warehouse")
         except psycopg.Error as exc:
-            raise WarehouseConnectionError(
-                f"cannot connect to the warehouse at {redact_url(url)}: {scrub_text(str(exc).strip(), url_secrets(url))}"
+            raise connection_error(
+                "the warehouse", ENV_WAREHOUSE_URL, url, exc, WarehouseConnectionError, WarehouseAccessError
             ) from None
         with conn:
             yield conn
@@ -855,8 +860,8 @@ class WarehouseResource(dg.ConfigurableResource):
         try:
             conn = adbc.connect(url)
         except adbc_driver_manager.Error as exc:
-            raise WarehouseConnectionError(
-                f"cannot connect to the warehouse at {redact_url(url)}: {scrub_text(str(exc).strip(), url_secrets(url))}"
+            raise connection_error(
+                "the warehouse", ENV_WAREHOUSE_URL, url, exc, WarehouseConnectionError, WarehouseAccessError
             ) from None
         with conn, conn.cursor() as cur:
 
@@ -1107,8 +1112,8 @@ class WarehouseResource(dg.ConfigurableResource):
         try:
             conn = adbc.connect(url)
         except adbc_driver_manager.Error as exc:
-            raise WarehouseConnectionError(
-                f"cannot connect to the warehouse at {redact_url(url)}: {scrub_text(str(exc).strip(), url_secrets(url))}"
+            raise connection_error(
+                "the warehouse", ENV_WAREHOUSE_URL, url, exc, WarehouseConnectionError, WarehouseAccessError
             ) from None
         with conn, conn.cursor() as cur:
             cur.execute(query)
