@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
+from totesys_assets.column_notes import COLUMN_NOTES
+
 
 class Kind(enum.Enum):
     """Logical column kinds, each with one PostgreSQL type and one Polars dtype."""
@@ -168,6 +170,7 @@ class TableSpec:
                 dg.TableColumn(
                     name=c.name,
                     type=c.pg_type.strip('"'),
+                    description=COLUMN_NOTES.get(c.name),
                     constraints=dg.TableColumnConstraints(
                         nullable=c.nullable,
                         unique=c.unique or c.name == self.primary_key,

@@ -123,3 +123,11 @@ def test_the_embedded_demo_refuses_to_start_in_a_deployment(tmp_path, monkeypatc
         with pytest.raises(MissingSettingError, match=name):
             call()
     assert not (tmp_path / "pg").exists()
+
+
+def test_every_column_in_the_ui_says_what_it_means():
+    from totesys_assets.specs import SOURCE_TABLES, WAREHOUSE_TABLES
+
+    for spec in [*SOURCE_TABLES.values(), *WAREHOUSE_TABLES.values()]:
+        undescribed = [c.name for c in spec.table_schema().columns if not c.description]
+        assert undescribed == [], spec.name
