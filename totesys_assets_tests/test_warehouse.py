@@ -1017,7 +1017,9 @@ def test_first_bulk_load_copies_straight_in_with_the_same_result(pg):
     )
     assert fetch(direct, everything) == fetch(staged, everything)
     assert ("dim_staff", "dim_staff_pkey", "p", True, "PRIMARY KEY (staff_id)") in fetch(direct, everything)
-    indexes = "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"
+    indexes = (
+        "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"
+    )
     assert fetch(direct, indexes) == fetch(staged, indexes)
     # and a reload is the usual no-op
     again = direct.append_facts("fact_sales_order", frame("fact_sales_order", rows))
