@@ -417,9 +417,14 @@ class LakeResource(dg.ConfigurableResource):
             _checked_endpoints.add((endpoint, bucket))
 
     def get(self, key: str) -> bytes | None:
-        """The object's bytes, or None when it does not exist."""
-        found = self.get_object(key)
-        return None if found is None else found.data
+        """The object's bytes, or None when it does not exist (no etag: see `get_object`)."""
+        if self.is_s3:
+            found = self.get_object(key)
+            return None if found is None else found.data
+        try:
+            return (self._local_root() / key).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def get_object(self, key: str) -> StoredObject | None:
         """The object's bytes and etag (for a conditional `put`), or None when it does not exist."""
