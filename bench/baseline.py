@@ -165,7 +165,8 @@ def dimension_frames(lake: Lake, stamp: str) -> dict[str, pd.DataFrame]:
 
 def fact_frames(lake: Lake, stamp: str) -> dict[str, pd.DataFrame]:
     sales = _text_dates(
-        _split_timestamps(read_raw(lake, "sales_order", stamp)), ["agreed_delivery_date", "agreed_payment_date"]
+        _split_timestamps(read_raw(lake, "sales_order", stamp)),
+        ["agreed_delivery_date", "agreed_payment_date"],
     ).rename(columns={"staff_id": "sales_staff_id"})
     purchases = _text_dates(
         _split_timestamps(read_raw(lake, "purchase_order", stamp)),

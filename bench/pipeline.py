@@ -180,7 +180,9 @@ class DagsterRunner:
     def __init__(self, instance: dg.DagsterInstance, *, with_checks: bool = True, log_level: str = "WARNING"):
         _install_io_timer()
         self.instance = instance
-        self.job = dg.build_reconstructable_job(__name__, bench_job.__name__, reconstructable_args=(with_checks,))
+        self.job = dg.build_reconstructable_job(
+            __name__, bench_job.__name__, reconstructable_args=(with_checks,)
+        )
         self.asset_graph = bench_definitions(with_checks).resolve_asset_graph()
         self.config = run_config(log_level)
 

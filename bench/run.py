@@ -194,9 +194,7 @@ def run_baseline(args, infra: Infra, meter: Meter, start: datetime, end: datetim
         with meter.measure(f"baseline-{tag}-{stage}") as m:
             detail = bl.run_stage(stage, src, wh, lake, stamp)
         log(f"baseline {tag} {stage}: {m.seconds:.1f}s")
-        stages.append(
-            stage_row("baseline", stage, rows, m.seconds, peak_rss_mb=m.peak_rss_mb, detail=detail)
-        )
+        stages.append(stage_row("baseline", stage, rows, m.seconds, peak_rss_mb=m.peak_rss_mb, detail=detail))
     total = sum(s["seconds"] for s in stages)
     stages.append(
         stage_row(
@@ -290,7 +288,9 @@ def run_scale(args, infra: Infra, meter: Meter, scale: float, start: datetime, e
     os.environ["WAREHOUSE_DB_URL"] = wh
     os.environ["TOTESYS_LAKE_URL"] = lake_url
     instance = make_instance(args.instance, workdir / safe, infra, f"bench_{safe}")
-    runner = pipeline.DagsterRunner(instance, with_checks=not args.no_checks, log_level=args.dagster_log_level)
+    runner = pipeline.DagsterRunner(
+        instance, with_checks=not args.no_checks, log_level=args.dagster_log_level
+    )
     first, last = start.date().isoformat(), end.date().isoformat()
     full_runs = []
     for group in ("raw", "dimensions", "facts"):
@@ -337,7 +337,9 @@ def run_scale(args, infra: Infra, meter: Meter, scale: float, start: datetime, e
         for group, (a, b) in plan:
             with meter.measure(f"{tag}-incremental-{group}-{a or 'all'}", profile=args.profile) as m:
                 run = runner.run(group, a, b)
-            log(f"{tag} incremental {group} {a or ''}: {run['wall_s']:.2f}s (Dagster {run['dagster_s']:.2f}s)")
+            log(
+                f"{tag} incremental {group} {a or ''}: {run['wall_s']:.2f}s (Dagster {run['dagster_s']:.2f}s)"
+            )
             if m.profile:
                 print(profile_text(m.profile), file=sys.stderr)
             label = group if a is None else f"{group} ({a}{'' if a == b else '..' + str(b)})"
@@ -383,7 +385,9 @@ def compare_lake_writes(args, infra: Infra, runner, tag: str, first: str, last: 
                 os.environ["TOTESYS_LAKE_URL"] = infra.lake_url(f"{tag}_writes_{mode}_{i}".replace(".", "_"))
                 run = runner.run("raw", first, last)
                 runs[mode].append(round(run["wall_s"], 3))
-                log(f"{tag} raw backfill, {mode} lake writes ({i + 1}/{args.compare_lake_writes}): {run['wall_s']:.2f}s")
+                log(
+                    f"{tag} raw backfill, {mode} lake writes ({i + 1}/{args.compare_lake_writes}): {run['wall_s']:.2f}s"
+                )
     finally:
         lake.CONDITIONAL_WRITES = True
     best = {mode: min(times) for mode, times in runs.items()}
@@ -405,7 +409,13 @@ def compare_lake_writes(args, infra: Infra, runner, tag: str, first: str, last: 
 
 # --- ratios and the table -------------------------------------------------------------------------
 
-LIMIT_REF = {"raw": "extract", "extract": "extract", "dimensions": "load", "facts": "load", "end to end": "total"}
+LIMIT_REF = {
+    "raw": "extract",
+    "extract": "extract",
+    "dimensions": "load",
+    "facts": "load",
+    "end to end": "total",
+}
 BASELINE_REF = {"raw": "extract", "dimensions": "dimensions", "facts": "facts", "end to end": "end to end"}
 
 
@@ -458,7 +468,17 @@ def fmt_num(value: Any, digits: int = 1) -> str:
 
 
 def render_table(results: list[dict[str, Any]]) -> str:
-    header = ["scale", "stage", "rows", "seconds", "rows/s", "×limit", "×baseline", "peak RSS MB", "Dagster %"]
+    header = [
+        "scale",
+        "stage",
+        "rows",
+        "seconds",
+        "rows/s",
+        "×limit",
+        "×baseline",
+        "peak RSS MB",
+        "Dagster %",
+    ]
     lines = []
     for res in results:
         for s in res["stages"]:
@@ -480,7 +500,9 @@ def render_table(results: list[dict[str, Any]]) -> str:
             )
     widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(header)]
     out = [
-        "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+        "  ".join(
+            h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
     ]
     out.append("  ".join("-" * w for w in widths))
     prev = None
@@ -489,7 +511,9 @@ def render_table(results: list[dict[str, Any]]) -> str:
             out.append("")
         prev = r[0]
         out.append(
-            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
         )
     return "\n".join(out)
 
@@ -523,7 +547,16 @@ def _sha1(text: str) -> str:
 
 def versions() -> dict[str, str]:
     out = {}
-    for pkg in ("dagster", "polars", "pyarrow", "psycopg", "adbc-driver-postgresql", "pgserver", "pandas", "pg8000"):
+    for pkg in (
+        "dagster",
+        "polars",
+        "pyarrow",
+        "psycopg",
+        "adbc-driver-postgresql",
+        "pgserver",
+        "pandas",
+        "pg8000",
+    ):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[pkg] = importlib.metadata.version(pkg)
     return out
@@ -532,32 +565,53 @@ def versions() -> dict[str, str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=float, action="append", help="scale factor(s), repeatable (default 1)")
-    p.add_argument("--days", type=float, default=None,
-                   help="days of history ending at --end (default: from the real seed, 2022-11-03 14:20)")
+    p.add_argument(
+        "--days",
+        type=float,
+        default=None,
+        help="days of history ending at --end (default: from the real seed, 2022-11-03 14:20)",
+    )
     p.add_argument("--end", default=DEFAULT_END.isoformat(), help="end of the history (default %(default)s)")
     p.add_argument("--seed", type=int, default=42, help="simulator seed")
     p.add_argument("--incremental-minutes", type=float, default=60, help="how far to advance (default 60)")
     p.add_argument("--skip-incremental", action="store_true")
-    p.add_argument("--skip-baseline", action="store_true",
-                   help="skip the pandas/pg8000 baseline (automatic when they are not installed)")
+    p.add_argument(
+        "--skip-baseline",
+        action="store_true",
+        help="skip the pandas/pg8000 baseline (automatic when they are not installed)",
+    )
     p.add_argument("--baseline-scale", type=float, default=1.0, help="scale of the baseline run (default 1)")
     p.add_argument("--limit-repeats", type=int, default=2, help="best of N for the limit (default 2)")
     p.add_argument("--no-checks", action="store_true", help="leave the asset checks out of the runs")
-    p.add_argument("--instance", choices=["postgres", "postgres-stock", "memory", "sqlite"], default="postgres",
-                   help="Dagster instance: the deployment's (deploy/dagster.local.yaml, default), the same with "
-                        "dagster-postgres' stock event log, ephemeral in-memory, or sqlite on disk")
-    p.add_argument("--dagster-log-level", default="WARNING",
-                   help="console log level of the runs (default WARNING: printing is not the pipeline)")
+    p.add_argument(
+        "--instance",
+        choices=["postgres", "postgres-stock", "memory", "sqlite"],
+        default="postgres",
+        help="Dagster instance: the deployment's (deploy/dagster.local.yaml, default), the same with "
+        "dagster-postgres' stock event log, ephemeral in-memory, or sqlite on disk",
+    )
+    p.add_argument(
+        "--dagster-log-level",
+        default="WARNING",
+        help="console log level of the runs (default WARNING: printing is not the pipeline)",
+    )
     p.add_argument("--profile", action="store_true", help="cProfile each pipeline stage (slows it down)")
     p.add_argument("--s3", action="store_true", help="lake on a moto S3 server instead of a local folder")
     p.add_argument("--pg-dir", help="pgserver data directory to (re)use instead of a fresh temporary one")
-    p.add_argument("--pg-url", help="an existing PostgreSQL server (URL of a database to CREATE DATABASE from)")
+    p.add_argument(
+        "--pg-url", help="an existing PostgreSQL server (URL of a database to CREATE DATABASE from)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the databases (with --pg-dir/--pg-url)")
     p.add_argument("--workdir", help="where the lake and profiles go (default: a temporary folder)")
     p.add_argument("--out", help="JSON path (default bench/results/bench-<scales>-<timestamp>.json)")
-    p.add_argument("--compare-lake-writes", type=int, default=0, metavar="N",
-                   help="after the stages, run the raw backfill into a fresh lake N times with and N times "
-                        "without the lake's conditional writes, alternated (the concurrency control's cost)")
+    p.add_argument(
+        "--compare-lake-writes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the stages, run the raw backfill into a fresh lake N times with and N times "
+        "without the lake's conditional writes, alternated (the concurrency control's cost)",
+    )
     args = p.parse_args(argv)  # fmt: skip
     args.scale = args.scale or [1.0]
     return args
@@ -570,7 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     end = datetime.fromisoformat(args.end)
     start = SIM_DEFAULT_START if args.days is None else end - timedelta(days=args.days)
     if start < FIRST_PARTITION:
-        raise SystemExit(f"history would start {start}, before the first partition {FIRST_PARTITION:%Y-%m-%d}")
+        raise SystemExit(
+            f"history would start {start}, before the first partition {FIRST_PARTITION:%Y-%m-%d}"
+        )
     missing = missing_modules("pandas", "pg8000")
     baseline_skipped = None
     if args.skip_baseline:
@@ -583,8 +639,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TOTESYS_HOME"] = str(workdir / "home")  # never the embedded defaults of the cwd
     profile_dir = (Path(args.out).parent if args.out else RESULTS_DIR) / "profiles" if args.profile else None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_path = Path(args.out) if args.out else RESULTS_DIR / (
-        f"bench-{'-'.join(scale_tag(s) for s in args.scale)}-{stamp}.json"
+    out_path = (
+        Path(args.out)
+        if args.out
+        else RESULTS_DIR / (f"bench-{'-'.join(scale_tag(s) for s in args.scale)}-{stamp}.json")
     )
     results: list[dict[str, Any]] = []
     state: dict[str, Any] = {"baseline": None, "code": code_state()}
