@@ -6,9 +6,11 @@ import itertools
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import boto3
 import psycopg
@@ -48,6 +50,28 @@ class PgCluster:
         name = f"{prefix}_{os.getpid()}_{next(self._counter)}"
         with psycopg.connect(self.base_uri, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def clone_db(self, url: str, prefix: str = "copy") -> str:
+        """A new database copied from the one at `url` (CREATE DATABASE … TEMPLATE; fast, file level).
+
+        A template must have no other sessions: any left (idle, in this test cluster) are ended first.
+        """
+        source = urlsplit(url).path.lstrip("/")
+        name = f"{prefix}_{os.getpid()}_{next(self._counter)}"
+        with psycopg.connect(self.base_uri, autocommit=True) as conn:
+            for _attempt in range(5):
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (source,),
+                )
+                try:
+                    conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+                    break
+                except psycopg.errors.ObjectInUse:
+                    time.sleep(0.2)
+            else:
+                raise RuntimeError(f"could not copy database {source!r}: it stays in use")
         return self.url(name)
 
     def new_source(self, prefix: str, *, seed: int, **history):
@@ -172,3 +196,44 @@ def real_export_lake(pg: PgCluster, s3_server: S3Endpoint) -> RealExportLake:
         mp.setenv("TOTESYS_LAKE_URL", lake_url)
         result = materialize_range(raw_assets, build_resources(), "2022-11-03", "2024-11-15")
     return RealExportLake(source_url=url, bucket=bucket, lake_url=lake_url, result=result)
+
+
+@dataclass
+class RealExportWarehouse:
+    """The real export's lake (`real_export_lake`) loaded into a warehouse, as the README's headless
+    backfill does: one run of the dimensions, one single run of the facts over the whole range.
+
+    Shared by the suite: a test must leave it as it found it; to change it, copy it first
+    (`pg.clone_db(real_export_warehouse.url)`).
+    """
+
+    url: str
+    lake: RealExportLake
+    results: list  # the ExecuteInProcessResults of the dimensions run and the facts range run
+
+
+@pytest.fixture(scope="session")
+def real_export_warehouse(real_export_lake: RealExportLake, pg: PgCluster) -> RealExportWarehouse:
+    import dagster as dg
+
+    from totesys_assets.raw.assets import raw_assets
+    from totesys_assets.resources.config import build_resources
+    from totesys_assets.star.assets import star_assets
+    from totesys_assets.star.checks import star_checks
+    from totesys_assets_tests.helpers import materialize_range
+
+    everything = [*raw_assets, *star_assets, *star_checks]
+    url = pg.new_db("real_wh")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TOTESYS_DB_URL", real_export_lake.source_url)
+        mp.setenv("TOTESYS_LAKE_URL", real_export_lake.lake_url)
+        mp.setenv("WAREHOUSE_DB_URL", url)
+        resources = build_resources()
+        results = [
+            dg.materialize(everything, resources=resources, selection=dg.AssetSelection.groups("dimensions")),
+            materialize_range(
+                everything, resources, real_export_lake.first_day, real_export_lake.last_day,
+                selection=dg.AssetSelection.groups("facts"),
+            ),
+        ]  # fmt: skip
+    return RealExportWarehouse(url=url, lake=real_export_lake, results=results)

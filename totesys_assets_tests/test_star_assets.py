@@ -65,17 +65,18 @@ def env(monkeypatch, s3, pg):
 
 
 @pytest.mark.reference
-def test_real_export_builds_the_warehouse(real_export_lake, env, s3, monkeypatch):
-    """raw (backfilled once for the suite) -> dimensions -> facts over the whole export."""
+def test_real_export_builds_the_warehouse(real_export_warehouse, s3, monkeypatch):
+    """raw (backfilled once for the suite) -> dimensions -> facts over the whole export.
+
+    The dimensions and facts runs are those of the shared `real_export_warehouse` fixture.
+    """
+    real_export_lake = real_export_warehouse.lake
     monkeypatch.setenv("TOTESYS_DB_URL", real_export_lake.source_url)
     monkeypatch.setenv("TOTESYS_LAKE_URL", real_export_lake.lake_url)
-    resources = build_resources()
-    results = [
-        dg.materialize(ALL, resources=resources, selection=DIMS),
-        materialize_range(ALL, resources, "2022-11-03", "2024-11-15", selection=FACTS),
-    ]
+    monkeypatch.setenv("WAREHOUSE_DB_URL", real_export_warehouse.url)
+    results = real_export_warehouse.results
     assert all(r.success for r in results)
-    wh = env["warehouse"]
+    wh = real_export_warehouse.url
     got = counts(wh)
     assert {k: v for k, v in got.items() if k != "dim_date"} == {
         "dim_staff": 20, "dim_location": 30, "dim_design": 473, "dim_currency": 3, "dim_counterparty": 20,
@@ -91,9 +92,9 @@ def test_real_export_builds_the_warehouse(real_export_lake, env, s3, monkeypatch
     ]
 
     # Spot values against the real rows.
-    assert fetch(wh, "SELECT first_name, last_name, department_name, location FROM dim_staff WHERE staff_id = 17") == [
-        ("Irving", "O'Keefe", "Production", "Leeds")
-    ]
+    assert fetch(
+        wh, "SELECT first_name, last_name, department_name, location FROM dim_staff WHERE staff_id = 17"
+    ) == [("Irving", "O'Keefe", "Production", "Leeds")]
     assert fetch(wh, "SELECT currency_code, currency_name FROM dim_currency ORDER BY 1") == [
         ("EUR", "Euro"), ("GBP", "Pound Sterling"), ("USD", "US Dollar"),
     ]  # fmt: skip
@@ -102,7 +103,9 @@ def test_real_export_builds_the_warehouse(real_export_lake, env, s3, monkeypatch
         "SELECT sales_staff_id, units_sold, unit_price, created_date, created_time, agreed_delivery_date "
         "FROM fact_sales_order WHERE sales_order_id = 2",
     )
-    assert row == [(19, 42972, Decimal("3.94"), date(2022, 11, 3), time(14, 20, 52, 186000), date(2022, 11, 7))]
+    assert row == [
+        (19, 42972, Decimal("3.94"), date(2022, 11, 3), time(14, 20, 52, 186000), date(2022, 11, 7))
+    ]
     assert fetch(wh, "SELECT count(*) FROM dim_transaction WHERE sales_order_id IS NULL") == [(4649,)]
 
     # Every check passed (PK, NOT NULL, FKs resolve, one fact row per lake version).
@@ -130,7 +133,9 @@ def test_real_export_builds_the_warehouse(real_export_lake, env, s3, monkeypatch
 
 
 def test_history_appends_new_versions_and_current_views_show_the_newest(pg, env, monkeypatch):
-    source, sim = pg.new_source("hist_src", seed=11, start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 8, 12))
+    source, sim = pg.new_source(
+        "hist_src", seed=11, start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 8, 12)
+    )
     monkeypatch.setenv("TOTESYS_DB_URL", source)
     first = "2024-01-01"
     end = fetch(source, "SELECT max(last_updated) FROM payment")[0][0].date().isoformat()
@@ -146,8 +151,10 @@ def test_history_appends_new_versions_and_current_views_show_the_newest(pg, env,
     assert all(r.success for r in run_pipeline(first, new_end))
 
     # Old versions untouched, record ids stable; new versions appended after them.
-    assert fetch(wh, f"SELECT * FROM fact_payment ORDER BY payment_record_id LIMIT {len(old_rows)}") == old_rows  # noqa: S608
-    assert fetch(wh, f"SELECT * FROM fact_sales_order ORDER BY sales_record_id LIMIT {len(old_orders)}") == old_orders  # noqa: S608
+    first_payments = "SELECT * FROM fact_payment ORDER BY payment_record_id LIMIT %s"
+    assert fetch(wh, first_payments, (len(old_rows),)) == old_rows
+    first_orders = "SELECT * FROM fact_sales_order ORDER BY sales_record_id LIMIT %s"
+    assert fetch(wh, first_orders, (len(old_orders),)) == old_orders
     flipped = fetch(
         wh,
         "SELECT payment_id FROM fact_payment GROUP BY payment_id HAVING bool_or(paid) AND NOT bool_and(paid)",
@@ -155,12 +162,15 @@ def test_history_appends_new_versions_and_current_views_show_the_newest(pg, env,
     assert flipped, "some payments should have an unpaid and a paid version"
     pid = flipped[0][0]
     assert fetch(wh, "SELECT paid FROM fact_payment_current WHERE payment_id = %s", (pid,)) == [(True,)]
-    assert fetch(wh, "SELECT count(*) FROM fact_payment_current")[0][0] == fetch(
-        source, "SELECT count(*) FROM payment"
-    )[0][0]
+    assert (
+        fetch(wh, "SELECT count(*) FROM fact_payment_current")[0][0]
+        == fetch(source, "SELECT count(*) FROM payment")[0][0]
+    )
     # The warehouse's current state equals the source's.
     src_paid = fetch(source, "SELECT payment_id, paid, payment_amount FROM payment ORDER BY 1")
-    assert fetch(wh, "SELECT payment_id, paid, payment_amount FROM fact_payment_current ORDER BY 1") == src_paid
+    assert (
+        fetch(wh, "SELECT payment_id, paid, payment_amount FROM fact_payment_current ORDER BY 1") == src_paid
+    )
 
 
 @pytest.fixture
@@ -204,9 +214,13 @@ def test_selecting_one_fact_loads_that_fact_alone(small_source, env):
     resources = build_resources()
     assert materialize_range(ALL, resources, first, last, selection=RAW).success
     assert dg.materialize(ALL, resources=resources, selection=DIMS).success
-    one = materialize_range(ALL, resources, first, last, selection=dg.AssetSelection.assets("fact_purchase_order"))
+    one = materialize_range(
+        ALL, resources, first, last, selection=dg.AssetSelection.assets("fact_purchase_order")
+    )
     assert one.success
-    assert {e.asset_key for e in one.get_asset_materialization_events()} == {dg.AssetKey("fact_purchase_order")}
+    assert {e.asset_key for e in one.get_asset_materialization_events()} == {
+        dg.AssetKey("fact_purchase_order")
+    }
     got = counts(env["warehouse"])
     assert got["fact_purchase_order"] > 0
     assert got["fact_payment"] == got["fact_sales_order"] == 0
@@ -336,7 +350,9 @@ def test_dimensions_load_incrementally_and_match_a_full_rebuild(pg, env, s3, mon
     from totesys_assets.resources.lake import LakeResource
     from totesys_assets.star import transforms
 
-    source, sim = pg.new_source("incr_src", seed=13, start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 8, 12))
+    source, sim = pg.new_source(
+        "incr_src", seed=13, start=datetime(2024, 1, 1, 9), end=datetime(2024, 1, 8, 12)
+    )
     monkeypatch.setenv("TOTESYS_DB_URL", source)
     resources = build_resources()
     instance = dg.DagsterInstance.ephemeral()
