@@ -182,3 +182,38 @@ def test_the_detector_finds_exactly_the_changed_days_and_automation_requests_onl
     assert payments[DELETED].sum() == 1
     orders = lake.read_raw("sales_order", [order_day])
     assert orders["sales_order_id"].is_duplicated().sum() == 2
+
+
+def test_the_detector_waits_while_a_raw_capture_is_in_flight(pg, tmp_path, monkeypatch):
+    """Compared mid-run, a day the run has not stored yet would look changed and be captured twice."""
+    from totesys_assets.raw.detector import raw_capture_in_flight, source_fingerprint_sensor
+    from totesys_assets.resources.config import build_resources
+
+    url, _ = pg.new_source("inflight_src", seed=2, days=2)
+    monkeypatch.setenv("TOTESYS_DB_URL", url)
+    monkeypatch.setenv("TOTESYS_LAKE_URL", str(tmp_path / "lake"))
+    resources = build_resources()
+    instance = dg.DagsterInstance.ephemeral()
+    assert not raw_capture_in_flight(instance)
+    for job, selection in (("raw_refresh", None), ("__ASSET_JOB", {dg.AssetKey(["raw", "payment"])})):
+        run = instance.add_run(
+            dg.DagsterRun(job_name=job, asset_selection=selection, status=dg.DagsterRunStatus.STARTED)
+        )
+        assert raw_capture_in_flight(instance)
+        with dg.build_sensor_context(
+            instance=instance, resources={"source": resources["source"], "lake": resources["lake"]}
+        ) as ctx:
+            result = source_fingerprint_sensor(ctx)
+            assert isinstance(result, dg.SkipReason) and "raw capture is running" in result.skip_message
+            assert ctx.cursor is None  # nothing compared, nothing remembered
+        instance.report_run_canceled(run)
+    assert not raw_capture_in_flight(instance)
+    # A dimension run does not hold the detector back.
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="__ASSET_JOB",
+            asset_selection={dg.AssetKey("dim_staff")},
+            status=dg.DagsterRunStatus.STARTED,
+        )
+    )
+    assert not raw_capture_in_flight(instance)

@@ -25,6 +25,7 @@ import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from totesys_assets.partitions import daily_partitions
+from totesys_assets.raw.assets import raw_asset_key
 from totesys_assets.resources.lake import Fingerprint, LakeResource
 from totesys_assets.resources.source import TotesysSource
 from totesys_assets.settings import sensor_interval_s
@@ -108,6 +109,24 @@ check_source_history_job = dg.define_asset_job(
 )
 
 
+_IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def raw_capture_in_flight(instance: dg.DagsterInstance) -> bool:
+    """True while a run that writes raw days is queued or running."""
+    raw_keys = {raw_asset_key(t) for t in SOURCE_TABLES}
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_IN_FLIGHT), limit=100):
+        run = record.dagster_run
+        if run.job_name == "raw_refresh" or raw_keys.intersection(run.asset_selection or ()):
+            return True
+    return False
+
+
 def observations(changed: dict[str, dict[str, Fingerprint]]) -> list[dg.AssetObservation]:
     """One observation per differing day, with the source fingerprint as its data version."""
     return [
@@ -132,7 +151,16 @@ def observations(changed: dict[str, dict[str, Fingerprint]]) -> list[dg.AssetObs
     ),
 )
 def source_fingerprint_sensor(context: dg.SensorEvaluationContext, source: TotesysSource, lake: LakeResource):
+    # While a raw capture runs, the lake and its recorded fingerprints are changing under us: a day
+    # compared mid-run would look changed and be captured twice. The next tick compares again.
+    if raw_capture_in_flight(context.instance):
+        return dg.SkipReason("a raw capture is running; comparing after it")
     changed = detect_changes(source, lake)
+    # Days never loaded belong to the history backfill (raw/conditions.py), not to change capture.
+    latest = daily_partitions.get_last_partition_key()
+    for table, days in changed.items():
+        loaded = context.instance.get_materialized_partitions(raw_asset_key(table))
+        changed[table] = {d: fp for d, fp in days.items() if d == latest or d in loaded}
     # The cursor holds the versions reported for the days that still differ, so a day whose
     # capture is running (or failed) is not reported again each tick; a new change to it is.
     reported: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
