@@ -18,6 +18,9 @@ from totesys_assets.simulator.simulator import Simulator
 from totesys_assets.simulator.timeline import to_ms, utc_now
 
 CHANGE_EVERY_ORDERS = 5  # about one in-place order change per five new orders
+# Only recent payments get paid: paying one moves its row to today, and paying years-old ones
+# would have every tick re-capture (and reload) an old day.
+RECENT = timedelta(days=7)
 
 
 @dataclass
@@ -53,10 +56,10 @@ def demo_tick(sim: Simulator, *, rate: float, minutes: float = 1.0, at: datetime
         paid = conn.execute(
             sql.SQL(
                 "UPDATE payment SET paid = true, last_updated = %s WHERE payment_id IN ("
-                " SELECT payment_id FROM payment WHERE NOT paid AND payment_date <= %s"
+                " SELECT payment_id FROM payment WHERE NOT paid AND payment_date <= %s AND created_at >= %s"
                 " ORDER BY payment_date, payment_id LIMIT %s)"
             ),
-            (stamp, at.date().isoformat(), max(n, 1)),
+            (stamp, at.date().isoformat(), at - RECENT, max(n, 1)),
         )
         tick.paid = paid.rowcount
         if n and rng.random() < n / CHANGE_EVERY_ORDERS:
