@@ -269,7 +269,7 @@ def evaluate_rejections(
         for r in first
     ]
     # (shown to the user, never executed)
-    where = f"SELECT * FROM quarantine.open_rejections WHERE fact = '{spec.name}'"  # noqa: S608
+    where = f"SELECT * FROM quarantine.open_rejections WHERE fact = '{spec.name}'"  # noqa: S608  # nosec B608
     if not total:
         return dg.AssetCheckResult(passed=True, metadata={"open_rejections": 0, "query": where})
     description = f"{spec.name}: {total} source version(s) rejected and not loaded: " + "; ".join(shown[:5])
