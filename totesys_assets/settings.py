@@ -51,16 +51,21 @@ ENV_DEMO_RATE = "TOTESYS_DEMO_RATE"
 DEFAULT_DEMO_RATE = 2.0
 
 
+def env_float(name: str, default: float, unit: str, *, allow_zero: bool) -> float:
+    """A non-negative (or, without `allow_zero`, positive) number from the environment, else `default`."""
+    raw = env_or_none(name)
+    try:
+        value = float(raw) if raw is not None else default
+    except ValueError:
+        raise ValueError(f"{name} must be a number of {unit}, got {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {raw!r}")
+    return value
+
+
 def demo_rate() -> float:
     """New demo orders per minute on the embedded default (0 turns the demo activity off)."""
-    raw = env_or_none(ENV_DEMO_RATE)
-    try:
-        rate = float(raw) if raw is not None else DEFAULT_DEMO_RATE
-    except ValueError:
-        raise ValueError(f"{ENV_DEMO_RATE} must be a number of orders per minute, got {raw!r}") from None
-    if rate < 0:
-        raise ValueError(f"{ENV_DEMO_RATE} must be >= 0, got {raw!r}")
-    return rate
+    return env_float(ENV_DEMO_RATE, DEFAULT_DEMO_RATE, "orders per minute", allow_zero=True)
 
 
 ENV_DASHBOARD_URL = "TOTESYS_DASHBOARD_URL"

@@ -42,7 +42,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from totesys_assets.settings import ENV_WAREHOUSE_URL, env_or_none, redact_url
+from totesys_assets.settings import ENV_WAREHOUSE_URL, env_float, env_or_none, redact_url
 
 ENV_REFRESH_S = "TOTESYS_DASHBOARD_REFRESH_S"
 DEFAULT_REFRESH_S = 10.0
@@ -63,14 +63,7 @@ KINDS = (SALES, PURCHASES, PAYMENTS)
 
 def refresh_seconds() -> float:
     """How often a page refreshes itself (TOTESYS_DASHBOARD_REFRESH_S, default 10 s)."""
-    raw = env_or_none(ENV_REFRESH_S)
-    try:
-        value = float(raw) if raw is not None else DEFAULT_REFRESH_S
-    except ValueError:
-        raise ValueError(f"{ENV_REFRESH_S} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{ENV_REFRESH_S} must be > 0, got {raw!r}")
-    return value
+    return env_float(ENV_REFRESH_S, DEFAULT_REFRESH_S, "seconds", allow_zero=False)
 
 
 def warehouse_url() -> str:
