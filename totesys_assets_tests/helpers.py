@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 
 import dagster as dg
@@ -11,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from totesys_assets.specs import SOURCE_TABLES
+from totesys_assets_tests.conftest import REPO_ROOT
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -80,3 +85,18 @@ def failure_text(results: dg.ExecuteInProcessResult | Sequence[dg.ExecuteInProce
                 errors.append(event.event_specific_data.error)
     assert errors, "expected a failed step"
     return "\n".join(err.to_string() for err in errors if err is not None)
+
+
+def python_in_fresh_env(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -c code` in the repository with no TOTESYS_/WAREHOUSE_ setting but `env`: the
+    definitions read their configuration at import, so each configuration needs its own process."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_"))}
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**base, **env}, cwd=REPO_ROOT, capture_output=True, text=True
+    )
+
+
+def last_json_line(done: subprocess.CompletedProcess):
+    """The JSON a `python_in_fresh_env` probe printed last (failing with its stderr if it failed)."""
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

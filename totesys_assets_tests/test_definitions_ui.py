@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from totesys_assets_tests.conftest import REPO_ROOT
+from totesys_assets_tests.helpers import last_json_line, python_in_fresh_env
 
 SHOW = """
 import json, warnings
@@ -25,16 +23,7 @@ print(json.dumps(out))
 
 
 def _ui(**env: str) -> dict:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_"))}
-    out = subprocess.run(
-        [sys.executable, "-c", SHOW],
-        env={**base, **env},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return last_json_line(python_in_fresh_env(SHOW, **env))
 
 
 def test_embedded_demo_shows_a_local_parquet_lake_and_the_local_dashboard(tmp_path):
@@ -86,27 +75,21 @@ def test_a_raw_run_warns_nothing_from_our_code(pg, tmp_path, monkeypatch):
 
 
 def test_a_deployment_with_a_missing_url_fails_at_load_time_naming_it(tmp_path):
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_"))}
     env = {
-        **base,
         "TOTESYS_HOME": str(tmp_path / "home"),
         "TOTESYS_DEPLOYMENT": "1",
         "TOTESYS_DB_URL": "postgresql://reader:s3cret@db.example/totesys",
         "TOTESYS_LAKE_URL": "s3://totes-lake/prod",
     }
-    out = subprocess.run(
-        [sys.executable, "-c", "import totesys_assets.definitions"], env=env, cwd=REPO_ROOT,
-        capture_output=True, text=True,
-    )  # fmt: skip
+    out = python_in_fresh_env("import totesys_assets.definitions", **env)
     assert out.returncode != 0
     assert "WAREHOUSE_DB_URL is not set" in out.stderr and "TOTESYS_DEPLOYMENT=1" in out.stderr
     assert "s3cret" not in out.stderr
     assert not (tmp_path / "home").exists(), "a deployment started the embedded demo"
     # With every URL set it loads, and the image sets the variable.
     env["WAREHOUSE_DB_URL"] = "postgresql://loader@wh.example/warehouse"
-    subprocess.run(
-        [sys.executable, "-c", "import totesys_assets.definitions"], env=env, cwd=REPO_ROOT, check=True
-    )
+    loaded = python_in_fresh_env("import totesys_assets.definitions", **env)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert "ENV TOTESYS_DEPLOYMENT=1" in (REPO_ROOT / "deploy" / "Dockerfile").read_text()
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import numpy as np
@@ -13,7 +9,7 @@ import pytest
 
 from totesys_assets.settings import DEFAULT_DEMO_RATE, demo_rate
 from totesys_assets.simulator.demo_pace import demo_tick, orders_for
-from totesys_assets_tests.conftest import REPO_ROOT
+from totesys_assets_tests.helpers import last_json_line, python_in_fresh_env
 
 
 def _count(sim, table: str, where: str = "") -> int:
@@ -69,20 +65,11 @@ def test_demo_rate_setting(monkeypatch):
 
 
 def _schedules(**env: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_"))}
     code = (
         "import json, totesys_assets.definitions as d; "
         "print(json.dumps({s.name: s.default_status.value for s in d.defs.schedules}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**base, **env},
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return last_json_line(python_in_fresh_env(code, **env))
 
 
 def test_demo_activity_runs_by_default_on_the_embedded_demo_only(tmp_path):
