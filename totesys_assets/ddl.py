@@ -7,11 +7,18 @@ guarded by a catalogue lookup), so running the DDL twice is a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from psycopg import sql
 
 from totesys_assets.specs import ENUMS, Column, TableSpec
+
+
+def identifiers(names: Sequence[str], prefix: str | None = None) -> sql.Composable:
+    """`a, b, c` (or `p.a, p.b, p.c`) with every name quoted."""
+    if prefix is None:
+        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
 
 
 def _column_def(col: Column) -> sql.Composable:

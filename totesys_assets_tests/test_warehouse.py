@@ -784,9 +784,9 @@ def test_tricky_values_round_trip_exactly(wh):
 
 def test_copy_streams_large_frames_in_chunks(wh, monkeypatch):
     """A frame bigger than one COPY chunk arrives whole and in order."""
-    import totesys_assets.resources.warehouse as warehouse
+    from totesys_assets.resources.warehouse import frames
 
-    monkeypatch.setattr(warehouse, "COPY_CHUNK_ROWS", 7)
+    monkeypatch.setattr(frames, "COPY_CHUNK_ROWS", 7)
     seed_dimensions(wh)
     rows = [sales_row(i, dt.datetime(2024, 11, 15, 9, 0, 0, i * 1000)) for i in range(1, 51)]
     assert wh.append_facts("fact_sales_order", frame("fact_sales_order", rows)).inserted == 50
@@ -1139,7 +1139,7 @@ def test_two_first_fact_loads_take_turns_only_after_their_copy(pg):
     a first load COPYs its rows into a temporary stage before it locks any dimension, so while one
     load holds the dimensions the other gets through its COPY and waits only to move its rows in.
     Afterwards the schema and the rows are exactly as loaded one at a time."""
-    from totesys_assets.resources.warehouse import _bulk_drop_statements
+    from totesys_assets.resources.warehouse.statements import bulk_drop_statements
 
     wh = WarehouseResource(url=pg.new_db("side_by_side"), bulk_load_min_rows=2)
     serial = WarehouseResource(url=pg.new_db("one_at_a_time"), bulk_load_min_rows=2)
@@ -1155,7 +1155,7 @@ def test_two_first_fact_loads_take_turns_only_after_their_copy(pg):
     with psycopg.connect(wh.url, autocommit=True) as sales_load:  # type: ignore[arg-type]
         # the sales load in its last part: its foreign keys dropped, the dimensions locked
         sales_load.execute("BEGIN")
-        for statement in _bulk_drop_statements(WAREHOUSE_TABLES["fact_sales_order"]):
+        for statement in bulk_drop_statements(WAREHOUSE_TABLES["fact_sales_order"]):
             sales_load.execute(statement)
         assert "dim_date" in _dimension_locks(sales_load)
         assert fetch(wh, EVERY_CONSTRAINT) == before  # uncommitted: nobody else sees a key missing
