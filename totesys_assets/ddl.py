@@ -117,7 +117,7 @@ def _version_time_index(spec: TableSpec, *, if_not_exists: bool) -> sql.Composab
 
 
 # The values a fact row loaded before versions carried their content hash and capture time gets;
-# the lake reads objects of that time with the same values (`resources.lake._legacy_meta`).
+# the lake reads objects of that time with the same values (`resources.lake.codec._legacy_meta`).
 LEGACY_VERSION_HASH, LEGACY_CAPTURED_AT = "0", "1970-01-01 00:00:00"
 
 
