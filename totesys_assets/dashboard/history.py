@@ -3,8 +3,8 @@
 import altair as alt
 import streamlit as st
 
+from totesys_assets.dashboard import charts, ui
 from totesys_assets.dashboard import queries as q
-from totesys_assets.dashboard import ui
 
 KIND_LABELS = {q.SALES: "Sales order", q.PURCHASES: "Purchase order", q.PAYMENTS: "Payment"}
 
@@ -43,7 +43,7 @@ def render(snap: q.Snapshot, f: q.Filters) -> None:
         )
         st.markdown("**Recently changed** (more than one version, newest first)")
         if recent.height:
-            ui.table(recent, "history_recent")
+            charts.table(recent, "history_recent")
         else:
             st.caption("No changed ones among the newest versions loaded.")
     versions = live.history(kind, int(order_id))
@@ -54,7 +54,7 @@ def render(snap: q.Snapshot, f: q.Filters) -> None:
         st.markdown(f"**{KIND_LABELS[kind]} {order_id}: {versions.height} version(s)**")
         measure = q.HISTORY_MEASURE[kind]
         spec = (
-            alt.Chart(ui.chart_data(versions))
+            alt.Chart(charts.chart_data(versions))
             .mark_line(point=True, interpolate="step-after")
             .encode(
                 x=alt.X("last_updated:T", title="version time (last_updated)"),
@@ -63,5 +63,5 @@ def render(snap: q.Snapshot, f: q.Filters) -> None:
             )
             .properties(height=220)
         )
-        ui.chart(spec)
-    ui.table(versions, "history_versions")
+        charts.chart(spec)
+    charts.table(versions, "history_versions")

@@ -4,18 +4,18 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
+from totesys_assets.dashboard import charts, ui
 from totesys_assets.dashboard import queries as q
-from totesys_assets.dashboard import ui
 
 
 def render(snap: q.Snapshot, f: q.Filters) -> None:
     today = q.utc_now().date()
     per_currency = q.by_currency(snap, q.PAYMENTS, f)
     overdue_count = q.overdue_count(snap, f, today)
-    count, *amounts = ui.headline_cells(per_currency, q.PAYMENTS, "Current payments", None)
-    ui.metrics([count, ("Overdue payments", f"{overdue_count:,}", None), *amounts])
+    count, *amounts = charts.headline_cells(per_currency, q.PAYMENTS, "Current payments", None)
+    charts.metrics([count, ("Overdue payments", f"{overdue_count:,}", None), *amounts])
     st.caption(ui.describe_filters(f) + " (delivery countries do not apply to payments)")
-    ui.table(per_currency, "payments_by_currency")
+    charts.table(per_currency, "payments_by_currency")
 
     st.subheader("Paid and unpaid by month and payment type")
     st.caption(
@@ -25,7 +25,7 @@ def render(snap: q.Snapshot, f: q.Filters) -> None:
     codes = months.get_column("currency_code").unique().sort().to_list()
     if codes:
         code = st.radio("Chart currency", codes, horizontal=True, key="payments_chart_currency")
-        data = ui.chart_data(months.filter(pl.col("currency_code") == code))
+        data = charts.chart_data(months.filter(pl.col("currency_code") == code))
         spec = (
             alt.Chart(data)
             .mark_bar()
@@ -44,7 +44,7 @@ def render(snap: q.Snapshot, f: q.Filters) -> None:
             .properties(height=110, width=520)
             .facet(row=alt.Row("payment_type_name:N", title=None))
         )  # fmt: skip
-        ui.chart_with_numbers(spec, months, "payments_by_month", height=560)
+        charts.chart_with_numbers(spec, months, "payments_by_month", height=560)
 
     st.subheader("Overdue payments")
     sort = st.selectbox("Order", list(q.OVERDUE_SORTS), key="overdue_sort")
@@ -58,5 +58,5 @@ def render(snap: q.Snapshot, f: q.Filters) -> None:
         f"Not paid and the payment date is before today ({today}, UTC): **{overdue_count:,}** payments. "
         f"{shown}click a column header to sort."
     )
-    ui.table(totals, "payments_overdue_totals")
-    ui.table(overdue, "payments_overdue", height=420)
+    charts.table(totals, "payments_overdue_totals")
+    charts.table(overdue, "payments_overdue", height=420)
