@@ -1,39 +1,31 @@
-"""Dagster instance storage for deployments: dagster-postgres' event log with a connection pool.
+"""Dagster instance storage for deployments: dagster-postgres' event log, kept on pooled
+connections and storing its events in batches.
 
-dagster-postgres opens a new database connection for every event it stores (SQLAlchemy `NullPool`)
-everywhere except in the webserver, which it switches to a one-connection pool
-(`optimize_for_webserver`). A range backfill stores two events per partition (planned, then
-materialised), each over two fresh connections: on the embedded PostgreSQL that is ~8 ms per
-partition of pure connection set-up, on a TLS connection to RDS several times that. Measured with
-a do-nothing 11-asset x 744-day backfill (bench/README.md): 189 s with the stock storage, 74 s with
-`DAGSTER_EVENT_BATCH_SIZE` alone, 24 s with this storage and batching (an in-memory instance: 34 s).
+dagster-postgres opens a new connection for every event outside the webserver and writes planned
+materialisations one by one; a range backfill stores two events per partition, so that set-up
+dominates a large run. `PooledPostgresEventLogStorage` is the stock storage (same config, tables,
+migrations and rows) with one pooled, pre-pinged connection per process, planned materialisations
+and planned partitioned check evaluations stored in batches like materialisations (one
+executemany, one serialisation template per asset), and `DAGSTER_EVENT_BATCH_SIZE` set unless it
+already is. Measurements: bench/README.md.
 
-`PooledPostgresEventLogStorage` is the stock storage (same config, same tables, same migrations)
-with the webserver's pooling applied in every process: the daemon, the code server and each run
-worker keep one open connection (plus short-lived overflow under concurrent use), checked with a
-pre-ping so a restarted database costs a reconnect, not a failed event. `dispose()` closes it.
+Dagster internals this relies on (check them when upgrading dagster or dagster-postgres):
 
-Planned-materialisation events (one per partition, written when a run is created) are stored in
-batches as well: dagster-postgres batches only materialisations and observations and writes the
-planned ones one by one (an INSERT, a NOTIFY and an asset-key update each). Here a batch of them is
-one multi-row INSERT and one asset-key update per asset, exactly what dagster-postgres does for a
-batch of materialisations; the event rows, their partitions and storage ids are the same, so
-Dagster's in-progress and failed-partition tracking (which reads them) is unchanged.
+* `dagster._core.event_api.EventLogEntry`, `dagster._core.events.DagsterEventType` and
+  `AssetMaterializationPlannedData` (their NamedTuple `_replace`, `dagster_event`,
+  `event_specific_data.partition`, `event_type_value`, `is_asset_failed_to_materialize`);
+* `dagster._core.storage.event_log.schema.SqlEventLogStorageTable` and `AssetCheckExecutionsTable`,
+  `dagster._core.storage.asset_check_execution_record.AssetCheckExecutionRecordStatus`;
+* `dagster._serdes.serialize_value` and `ConfigurableClassData`;
+* `dagster_postgres.utils.create_pg_engine`, `pg_url_from_config`, `get_token_provider_from_config`;
+* `PostgresEventLogStorage` members: the attributes `_engine`, `_token_provider` and
+  `postgres_url`; the methods `_event_to_row`, `_event_insert_timestamp`, `_connect`,
+  `index_connection`, `index_transaction`, `_store_asset_event_tags`, `_store_asset_event`; and
+  the overridden `store_event_batch` and `_store_asset_check_evaluation_planned`;
+* the environment variable `DAGSTER_EVENT_BATCH_SIZE`, read by Dagster at each event.
 
-Both kinds of batch are inserted with SQLAlchemy's "insertmanyvalues" (the INSERT compiled once, the
-rows sent in multi-row pages, ids returned in row order) instead of dagster-postgres' one
-`insert().values([...1000 rows...])` statement, which SQLAlchemy compiles afresh for every batch:
-on a 744-day range run that compilation alone took ~1 s per asset group. Planned asset-check
-evaluations of a partitioned check (one row per planned partition) are stored the same way, with
-the event serialised once rather than once per partition (~2.8 s for the 12 fact checks of a
-744-day run), and a run's planned materialisations, which differ only in partition and time, are
-serialised from one checked template per asset (~1 s of creating the 8,184-partition raw run).
-The rows are the same; only the client-side cost changes.
-
-It also turns on Dagster's event batching (`DAGSTER_EVENT_BATCH_SIZE`, read by Dagster at each event,
-default off) in every process that builds such an instance, unless the variable is already set: a
-range run's per-partition materialisations are then stored with one INSERT per batch, which
-dagster-postgres implements (sqlite and the in-memory storage would store them one by one anyway).
+Back to the stock storage: in the instance's `event_log_storage`, `module: dagster_postgres.event_log`
+and `class: PostgresEventLogStorage` (same config).
 """
 
 from __future__ import annotations
@@ -130,11 +122,9 @@ class PooledPostgresEventLogStorage(PostgresEventLogStorage):
         """`_event_to_row` of each event, the planned materialisations of a run serialised from one
         template per asset (they differ only in partition and timestamp).
 
-        Serialising 8,184 planned events one by one took ~1 s of the raw backfill's run creation,
-        before its first step can start. A template is the event with placeholder partition and
-        timestamp, serialised once; it is used for the events equal to it but for those two
-        fields, and checked against a full serialisation of the first of them (any difference, and
-        every event is serialised on its own).
+        A template is the event with placeholder partition and timestamp, serialised once; it is
+        used for the events equal to it but for those two fields, and checked against a full
+        serialisation of the first of them (any difference, and every event is serialised on its own).
         """
         rows: list[dict[str, Any]] = []
         template_key: EventLogEntry | None = None

@@ -25,8 +25,8 @@ def add_partition_metadata(
     """Per-partition asset metadata of a range run (each day its own row count, say), in one step.
 
     `context.add_asset_metadata(..., partition_key=day)` re-lists the run's partition range and
-    copies all the metadata added so far on every call, so a 744-day run pays 744² of both: 2.1 s of
-    an 11-asset history backfill (py-spy), whatever the data volume. With Dagster's metadata
+    copies all the metadata added so far on every call, so a run of N days pays N² of both,
+    whatever the data volume. With Dagster's metadata
     accumulator (1.13, pinned) this checks the keys once and adds every day in one merge; it
     falls back to the public call if that internal ever changes shape. `asset_key` names the
     asset of a multi-asset.

@@ -28,7 +28,7 @@ def streamlit_argv(args: list[str]) -> list[str]:
 
 
 def _warm_up() -> None:
-    """Read the warehouse's current state while Streamlit starts (×100: seconds, once per process)."""
+    """Read the warehouse's current state while Streamlit starts (once per process)."""
     try:
         from totesys_assets.dashboard import queries
 

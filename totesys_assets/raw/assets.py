@@ -5,8 +5,8 @@ the extraction of a run is one step, so the tables can be pipelined. While Dagst
 N's day objects and records its per-partition materialisations (Python, in this thread), worker
 threads are already extracting the next tables (the source database's work and Arrow decoding,
 outside the GIL), splitting them into days and encoding the days the lake does not hold yet, so
-that storing a table is only writing its objects. A 744-day x100 history took 18.3-19.1 s with one
-step per table, 14.9-15.1 s pipelined (README, "One extraction step for the 11 raw assets").
+that storing a table is only writing its objects (README, "One extraction step for the 11 raw
+assets").
 """
 
 import hashlib
@@ -38,11 +38,9 @@ RAW_GROUP = "raw"
 RAW_STEP = "raw_extract"
 SOURCE_POOL = "totesys_source"
 OWNERS = ["team:data-engineering"]
-# Extracts held beyond the one Dagster is storing, and extracted at once. The extract of all 11
-# tables at x100 is ~300 MB of Arrow; four ahead in this order are at most two large tables. Two
-# at a time, one table's source COPY overlaps another's splitting and encoding (one thread was the
-# step's critical path once it encoded too). x100 raw stage: 14.7-15.8 -> 13.8-13.9 s, peak RSS
-# 915 -> 1,050-1,090 MiB (bench/README.md).
+# Extracts held beyond the one Dagster is storing, and extracted at once: four ahead in this order
+# are at most two large tables in memory; two at a time, one table's source COPY overlaps another's
+# splitting and encoding.
 READ_AHEAD = 4
 EXTRACT_WORKERS = 2
 # Runs of at least this many days have the workers encode the new days (a backfill: 744 objects a

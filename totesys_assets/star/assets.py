@@ -65,8 +65,8 @@ FACTS: list[StarTable] = [
 ]
 FACT_BY_NAME = {f.name: f for f in FACTS}
 FACTS_STEP = "facts_load"
-# Two workers: one loads fact_payment (the largest, ~10.6 s at ×100), the other fact_sales_order
-# then fact_purchase_order (~8.5 + 4.1 s), the longer chain. Reads and transforms take turns (see
+# Two workers: one loads fact_payment (the largest), the other fact_sales_order then
+# fact_purchase_order, the longer chain. Reads and transforms take turns (see
 # `facts`), so the chain goes first and payment, which has the slack, waits for its transform.
 FACT_LOAD_ORDER = ["fact_sales_order", "fact_payment", "fact_purchase_order"]
 # Facts loaded at once: one fact's client work (read, transform, COPY encoding) fills the core the
@@ -278,9 +278,7 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
     selected = [FACT_BY_NAME[n] for n in FACT_LOAD_ORDER if dg.AssetKey(n) in context.selected_asset_keys]
 
     # One read and transform at a time: their intermediate frames are the step's largest, and the
-    # allocator keeps freed pages a while, so two at once set the peak. ×100 (facts-stage harness,
-    # alternated with no lock and payment first): peak RSS 1,129-1,180 -> 1,023-1,054 MiB, the
-    # same time.
+    # allocator keeps freed pages a while, so two at once set the peak; one at a time costs no time.
     one_transform = threading.Lock()
 
     def load(table: StarTable) -> _FactLoad:
