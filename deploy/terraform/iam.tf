@@ -129,8 +129,8 @@ data "aws_iam_policy_document" "run" {
   # ListBucket on the lake bucket itself, without an s3:prefix condition: S3 answers a GetObject of a
   # missing key with 404 NoSuchKey only to a caller that may list the bucket (403 otherwise), and a
   # GetObject carries no s3:prefix, so a prefix condition would turn every "not there yet" in the
-  # lake (totesys_assets/resources/lake.py) into an error. The bucket holds only the lake and the
-  # step logs; listing shows keys, reading them still needs GetObject above.
+  # lake (totesys_assets/resources/lake/store.py) into an error. The bucket holds only the lake and
+  # the step logs; listing shows keys, reading them still needs GetObject above.
   statement {
     sid       = "ListTheLakeBucket"
     actions   = ["s3:ListBucket"]
