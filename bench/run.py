@@ -374,7 +374,7 @@ def compare_lake_writes(args, infra: Infra, runner, tag: str, first: str, last: 
     """The raw backfill into a fresh lake, `--compare-lake-writes` times with the lake's
     concurrency control (conditional writes) and as many without it, alternated, on the same
     source, instance and machine state: what the control costs a first backfill."""
-    from totesys_assets.resources import lake
+    from totesys_assets.resources.lake import store as lake
 
     runs: dict[str, list[float]] = {"conditional": [], "unconditional": []}
     modes = ["unconditional", "conditional"]
