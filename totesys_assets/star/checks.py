@@ -62,8 +62,16 @@ class Scope:
 
     @property
     def params(self) -> dict[str, str] | None:
-        """Bound parameters for `where()` (named, so a query may repeat them)."""
-        return {"first_day": self.days[0], "last_day": self.days[-1]} if self.days else None
+        """Bound parameters for `where()` (named, so a query may repeat them). The first partition
+        also holds rows dated before it, the current one rows dated after it (raw assets)."""
+        if not self.days:
+            return None
+        first, last = self.days[0], self.days[-1]
+        if first == daily_partitions.get_first_partition_key():
+            first = "0001-01-01"
+        if last == daily_partitions.get_last_partition_key():
+            last = "9999-12-31"
+        return {"first_day": first, "last_day": last}
 
     def label(self) -> str:
         return f"{self.days[0]}..{self.days[-1]}" if self.days else "all rows"
@@ -237,8 +245,8 @@ def evaluate_reconcile(
     versions = stored.filter(~pl.col(DELETED)).select(keys).unique().height
     count = sql.SQL("SELECT count(*) FROM {}{}").format(_ident(spec.name), scope.where())
     rows = int(warehouse.scalar(count, scope.params))
-    first, last = (scope.days[0], scope.days[-1]) if scope.days else ("0001-01-01", "9999-12-30")
-    rejected = warehouse.rejected_unloaded_versions(spec.name, first, last)
+    bounds = scope.params or {"first_day": "0001-01-01", "last_day": "9999-12-31"}
+    rejected = warehouse.rejected_unloaded_versions(spec.name, bounds["first_day"], bounds["last_day"])
     return dg.AssetCheckResult(
         passed=rows == versions - rejected,
         metadata={

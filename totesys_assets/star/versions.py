@@ -24,9 +24,10 @@ ISO_DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 
 
 def latest_versions(frame: pl.DataFrame, table_name: str) -> pl.DataFrame:
-    """The newest version of each source row, sorted by primary key: by `last_updated`, then by
-    capture order (an in-place change keeps last_updated); tombstones are not versions, so a row
-    deleted at the source keeps its last version here (dimensions keep what facts reference).
+    """The newest version of each source row, sorted by primary key: by capture order (the
+    source's state at the last capture, whatever its last_updated says), then by `last_updated`;
+    tombstones are not versions, so a row deleted at the source keeps its last version here
+    (dimensions keep what facts reference).
 
     Versions sharing both are resolved as in `sorted_versions`, so the result does not depend on
     the order in which the lake returned the rows.
@@ -35,7 +36,7 @@ def latest_versions(frame: pl.DataFrame, table_name: str) -> pl.DataFrame:
     pk = spec.primary_key
     live = with_capture(frame, table_name).filter(~pl.col(DELETED))
     return (
-        sorted_versions(live, [pk, LAST_UPDATED, CAPTURED_AT])
+        sorted_versions(live, [pk, CAPTURED_AT, LAST_UPDATED])
         .filter(last_of_run([pk]))
         .select(spec.column_names)
     )

@@ -42,7 +42,7 @@ def merge_day(
     changed; how many versions and tombstones were added).
 
     A row of the extract is a new version when the day holds no version of its key, or the day's
-    latest captured state of that key (by last_updated, then capture time) has another content hash
+    latest captured state of that key (by capture time, then last_updated) has another content hash
     or is a tombstone. A key in `gone` whose latest state in the day is a live version gets a
     tombstone. Nothing stored is ever dropped or changed.
     """
@@ -78,10 +78,10 @@ def merge_day(
 
 
 def latest_captured(spec: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
-    """The latest captured state of each key in lake rows: by last_updated, then capture time
+    """The latest captured state of each key in lake rows: by capture time, then last_updated
     (a tombstone is captured after the version it ends)."""
     pk = spec.primary_key
-    return frame.sort([pk, LAST_UPDATED.name, CAPTURED_AT]).unique(
+    return frame.sort([pk, CAPTURED_AT, LAST_UPDATED.name]).unique(
         subset=[pk], keep="last", maintain_order=True
     )
 

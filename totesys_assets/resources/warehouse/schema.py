@@ -45,13 +45,14 @@ def deletions_statement() -> sql.Composable:
 
 
 def current_view_statement(spec: TableSpec) -> sql.Composable:
-    """The latest captured version of every source row of a fact: newest last_updated, ties broken
-    by capture order (then record id); rows whose deletion was observed after that version was
-    captured are left out (`fact_deletions` keeps when)."""
+    """The latest captured version of every source row of a fact (the source's state at the last
+    capture, even when its last_updated went backwards; ties by last_updated, then record id);
+    rows whose deletion was observed after that version was captured are left out
+    (`fact_deletions` keeps when)."""
     natural_id, updated_date, updated_time, *_ = spec.natural_key
     return sql.SQL(
         "CREATE OR REPLACE VIEW {view} AS SELECT {ccols} FROM (SELECT DISTINCT ON ({id}) {cols} FROM {table} "
-        "ORDER BY {id}, {d} DESC, {t} DESC, captured_at DESC, {pk} DESC) c WHERE NOT EXISTS "
+        "ORDER BY {id}, captured_at DESC, {d} DESC, {t} DESC, {pk} DESC) c WHERE NOT EXISTS "
         "(SELECT 1 FROM {deletions} x WHERE x.fact = {name} AND x.source_id = c.{id} "
         "AND x.observed_at >= c.captured_at)"
     ).format(

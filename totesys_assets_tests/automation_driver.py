@@ -1,0 +1,130 @@
+"""What the daemon does between two source states, in process: the change sensor's tick, then the
+automation's evaluations, each request executed as a real run, until automation requests nothing.
+
+Tests use it to prove a change arrives with no manual launch; `test_e2e_daemon.py` proves the same
+under the real daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from totesys_assets.raw.detector import source_assets, source_fingerprint_sensor
+from totesys_assets_tests.helpers import failure_text, materialize_range
+
+
+@dataclass
+class Driver:
+    """The change sensor and the automation over one instance; `settle()` runs them to quiet."""
+
+    assets: Sequence
+    resources: dict
+    instance: dg.DagsterInstance = field(default_factory=dg.DagsterInstance.ephemeral)
+    sensor_cursor: str | None = None
+    automation_cursor: object = None
+    # Requests seen per settle(): (asset, partition or None) in the order they ran.
+    requests: list[list[tuple[str, str | None]]] = field(default_factory=list)
+
+    @property
+    def defs(self) -> dg.Definitions:
+        return dg.Definitions(assets=[*source_assets, *self.assets], resources=self.resources)
+
+    def tick_sensor(self) -> list[tuple[str, str]]:
+        """One tick of the change sensor; its observations are stored as the daemon stores them."""
+        sensor_resources = {k: self.resources[k] for k in ("source", "lake")}
+        with dg.build_sensor_context(
+            instance=self.instance, resources=sensor_resources, cursor=self.sensor_cursor
+        ) as context:
+            result = source_fingerprint_sensor(context)
+            self.sensor_cursor = context.cursor
+        if not isinstance(result, dg.SensorResult):
+            return []
+        for event in result.asset_events:
+            self.instance.report_runless_asset_event(event)
+        return [(e.asset_key.path[-1], e.partition) for e in result.asset_events]
+
+    def evaluate(self, when: datetime | None = None) -> dict[dg.AssetKey, set[str | None]]:
+        """One automation evaluation; the requested asset partitions (None: unpartitioned)."""
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs,
+            instance=self.instance,
+            cursor=self.automation_cursor,
+            evaluation_time=when or datetime.now(UTC),
+        )
+        self.automation_cursor = result.cursor
+        out: dict[dg.AssetKey, set[str | None]] = {}
+        for key in self.defs.resolve_asset_graph().materializable_asset_keys:
+            parts = result.get_requested_partitions(key)
+            if parts:
+                out[key] = set(parts)
+        return out
+
+    def settle(self, *, max_rounds: int = 8) -> list[tuple[str, str | None]]:
+        """Sensor tick, then evaluate-and-run until nothing is requested; every request ran, in
+        dependency order (raw, dimensions, facts), partitioned ones as one run per day or, for many
+        days, one range run as the automation's backfill would."""
+        ran: list[tuple[str, str | None]] = []
+        if self.automation_cursor is None:
+            # The daemon evaluates automation from its start: its first evaluation has no previous
+            # one to compare data versions with, so it must precede the sensor's first report.
+            ran += self._run_until_quiet(max_rounds)
+        self.tick_sensor()
+        ran += self._run_until_quiet(max_rounds)
+        self.requests.append(ran)
+        return ran
+
+    def _run_until_quiet(self, max_rounds: int) -> list[tuple[str, str | None]]:
+        ran: list[tuple[str, str | None]] = []
+        for _ in range(max_rounds):
+            requested = self.evaluate()
+            if not requested:
+                return ran
+            for group in ("raw", "dimensions", "facts"):
+                keys = {k: p for k, p in requested.items() if self._group(k) == group}
+                if keys:
+                    self._run(keys)
+                    ran += sorted((k.path[-1], p) for k, parts in keys.items() for p in parts)
+        raise AssertionError(f"automation still requesting after {max_rounds} rounds: {ran[-20:]}")
+
+    def _group(self, key: dg.AssetKey) -> str:
+        return self.defs.resolve_asset_graph().get(key).group_name or ""
+
+    def _run(self, requested: dict[dg.AssetKey, set[str | None]]) -> None:
+        selection = dg.AssetSelection.assets(*requested)
+        days = sorted({p for parts in requested.values() for p in parts if p is not None})
+        if not days:
+            results = [self._materialize(selection)]
+        elif len(days) > 3:
+            results = [
+                materialize_range(
+                    self.assets,
+                    self.resources,
+                    days[0],
+                    days[-1],
+                    selection=selection,
+                    instance=self.instance,
+                    raise_on_error=False,
+                )
+            ]
+        else:
+            results = [
+                self._materialize(
+                    dg.AssetSelection.assets(*(k for k, p in requested.items() if day in p)), day
+                )
+                for day in days
+            ]
+        assert all(r.success for r in results), failure_text(results)
+
+    def _materialize(self, selection: dg.AssetSelection, day: str | None = None) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            self.assets,
+            resources=self.resources,
+            selection=selection,
+            partition_key=day,
+            instance=self.instance,
+            raise_on_error=False,
+        )
