@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the raw refresh schedule and the automation heartbeat on their real crons "
         "(default: moved out of the way, so only the change sensor and automation act)",
     )
+    parser.add_argument(
+        "--inserts-only",
+        action="store_true",
+        help="only new orders (default: every other change is an in-place update of an existing "
+        "order that leaves last_updated alone, as the real source does)",
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "latency.json")
     args = parser.parse_args(argv)
 
@@ -114,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
             with deployment.instance() as instance:
                 setup["first_settle_s"] = wait_until_quiet(instance, timeout=300)
                 for i in range(args.changes):
-                    m = measure_change(deployment, instance, timeout=args.timeout)
+                    in_place = not args.inserts_only and i % 2 == 1
+                    m = measure_change(deployment, instance, timeout=args.timeout, in_place=in_place)
                     measurements.append(m)
                     stages = " ".join(f"{k}={v:.1f}" for k, v in m.stages.items())
-                    print(f"change {i + 1}/{args.changes}: order {m.sales_order_id} visible after "
+                    print(f"change {i + 1}/{args.changes} ({m.change}): order {m.sales_order_id} visible after "
                           f"{m.latency_s:.1f}s  [{stages}]", flush=True)  # fmt: skip
                     print(format_runs(m.runs), flush=True)
                     wait_until_quiet(instance, timeout=300)
@@ -169,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "setup_s": setup,
         "latency_s": summary,
+        "latency_by_change_s": {
+            kind: summarize([m.latency_s for m in measurements if m.change == kind])
+            for kind in sorted({m.change for m in measurements})
+        },
         "stages_s": stage_summary,
         "changes": [m.to_json() for m in measurements],
         "total_s": time.monotonic() - started,

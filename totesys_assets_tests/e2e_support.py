@@ -458,9 +458,11 @@ class ChangeMeasurement:
     latency_s: float
     runs: list[RunTiming]
     stages: dict[str, float]  # milestones and durations of the chain (see `stage_breakdown`)
+    change: str = "insert"  # or "in_place": an existing order changed, last_updated untouched
 
     def to_json(self) -> dict:
         return {
+            "change": self.change,
             "sales_order_id": self.sales_order_id,
             "inserted_at": self.inserted_at,
             "latency_s": round(self.latency_s, 2),
@@ -480,21 +482,62 @@ def fact_visible(warehouse_url: str, sales_order_id: int) -> bool:
     return row is not None
 
 
+def current_units(warehouse_url: str, sales_order_id: int) -> int | None:
+    """units_sold of the order in fact_sales_order_current (None while it is not there)."""
+    with psycopg.connect(warehouse_url, autocommit=True) as conn:
+        try:
+            row = conn.execute(
+                "SELECT units_sold FROM fact_sales_order_current WHERE sales_order_id = %s", (sales_order_id,)
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+    return row[0] if row else None
+
+
+def _in_place_change(source_url: str) -> tuple[int, int, datetime]:
+    """Change the newest sales order in place (units_sold + 1, last_updated left as it is), as the
+    real source does; (its id, the new units_sold, its last_updated)."""
+    with psycopg.connect(source_url, autocommit=True) as conn:
+        row = conn.execute(
+            "UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = "
+            "(SELECT max(sales_order_id) FROM sales_order) RETURNING sales_order_id, units_sold, last_updated"
+        ).fetchone()
+    assert row is not None, "the source has no sales order to change"
+    return row[0], row[1], row[2]
+
+
 def measure_change(
-    deployment: Deployment, instance: dg.DagsterInstance, *, timeout: float = 240, poll: float = 0.25
+    deployment: Deployment,
+    instance: dg.DagsterInstance,
+    *,
+    timeout: float = 240,
+    poll: float = 0.25,
+    in_place: bool = False,
 ) -> ChangeMeasurement:
-    """Insert one sales order at the source (stamped now) and wait until its fact row is in the
-    warehouse; nothing is launched by hand. Raises TimeoutError after `timeout` seconds."""
+    """Insert one sales order at the source (stamped now), or with `in_place` change the newest one
+    without touching its last_updated, and wait until fact_sales_order(_current) shows it; nothing
+    is launched by hand. Raises TimeoutError after `timeout` seconds."""
     from totesys_assets.simulator import Simulator
 
-    at = utc_now_ms()
     t0 = time.time()
-    order_id = Simulator(deployment.source_url).insert_sales_order(at=at)
+    if in_place:
+        order_id, units, at = _in_place_change(deployment.source_url)
+
+        def visible() -> bool:
+            return current_units(deployment.warehouse_url, order_id) == units
+    else:
+        at = utc_now_ms()
+        order_id = Simulator(deployment.source_url).insert_sales_order(at=at)
+
+        def visible() -> bool:
+            return fact_visible(deployment.warehouse_url, order_id)
+
     deadline = time.monotonic() + timeout
-    while not fact_visible(deployment.warehouse_url, order_id):
+    while not visible():
         if time.monotonic() > deadline:
+            what = "its in-place change" if in_place else "it"
             raise TimeoutError(
-                f"sales order {order_id} not in fact_sales_order after {timeout}s:\n{describe_runs(instance)}"
+                f"sales order {order_id}: {what} not in the warehouse after {timeout}s:\n{describe_runs(instance)}"
             )
         time.sleep(poll)
     t_visible = time.time()
@@ -505,6 +548,7 @@ def measure_change(
         latency_s=t_visible - t0,
         runs=runs,
         stages=stage_breakdown(runs, t_visible - t0, at.date().isoformat()),
+        change="in_place" if in_place else "insert",
     )
 
 

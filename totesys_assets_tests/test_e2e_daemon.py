@@ -79,16 +79,18 @@ def test_source_changes_reach_the_warehouse_under_the_daemon(
             assert all(r.kind == "raw" for r in first_tick), (
                 "automation reacted to a refresh that found nothing new"
             )
-            for i in range(CHANGES):
+            # New orders, then an in-place change of an existing one (last_updated untouched, as
+            # the real source does it), which must reach fact_sales_order_current.
+            for i, in_place in enumerate([False] * CHANGES + [True]):
                 if i:
                     wait_until_quiet(instance, timeout=SETTLE_TIMEOUT_S)
-                m = measure_change(deployment, instance, timeout=LATENCY_BOUND_S)
+                m = measure_change(deployment, instance, timeout=LATENCY_BOUND_S, in_place=in_place)
                 measurements.append(m)
-                record_property(f"change_{i + 1}_latency_s", round(m.latency_s, 1))
+                record_property(f"change_{i + 1}_{m.change}_latency_s", round(m.latency_s, 1))
                 record_property(f"change_{i + 1}_stages_s", {k: round(v, 1) for k, v in m.stages.items()})
                 milestones = " ".join(f"{k}={v:.1f}" for k, v in m.stages.items())
                 report += [
-                    f"change {i + 1}: sales order {m.sales_order_id} in fact_sales_order after "
+                    f"change {i + 1} ({m.change}): sales order {m.sales_order_id} in the warehouse after "
                     f"{m.latency_s:.1f}s [{milestones}]",
                     format_runs(m.runs),
                 ]
