@@ -1,16 +1,10 @@
 """Asset checks on the warehouse, generated from the specs (no per-table SQL by hand).
 
-Blocking checks stop downstream assets from running on data that would corrupt them: a fact is
-not loaded on top of a broken dimension, and automation does not carry a bad load further.
-
-Fact checks look at the days the run loaded (from its partition tags; the whole table for an
-unpartitioned run), so an incremental run's checks cost the same at any history size.
-
-Key, NOT NULL and foreign-key checks first ask the catalog what PostgreSQL itself enforces on the
-table: a valid unique index on the key, NOT NULL columns, validated foreign keys whose triggers are
-enabled. Those make a violation impossible, so the check passes naming the constraint (metadata
-`enforced_by`) without scanning millions of rows; whatever is not enforced (a dropped constraint,
-a disabled trigger) is counted in the data, and a violation there fails the check.
+Blocking checks keep downstream assets off data that would corrupt them. Fact checks look at the
+days the run loaded (the whole table for an unpartitioned run), so an incremental run's checks cost
+the same at any history size. Key, NOT NULL and foreign-key checks pass naming the constraint when
+PostgreSQL enforces it (a valid unique index, NOT NULL, a validated foreign key with its triggers
+enabled); whatever is not enforced is counted in the data.
 """
 
 from collections.abc import Callable, Iterator
@@ -347,10 +341,8 @@ def table_checks(spec: TableSpec) -> list[TableCheck]:
 
 
 def build_checks(name: str, specs: list[TableSpec]) -> dg.AssetChecksDefinition:
-    """The checks of a group of tables as one step: each is still its own blocking check of its own
-    table (selectable alone), but the step evaluates the selected ones CHECK_WORKERS at a time:
-    one step per check pays Dagster's step bookkeeping per check and runs the lake reconciliations
-    one after the other."""
+    """The checks of a group of tables as one step (each still its own blocking, selectable check),
+    evaluated CHECK_WORKERS at a time instead of paying Dagster's bookkeeping per step."""
     checks = [check for spec in specs for check in table_checks(spec)]
 
     @dg.multi_asset_check(
