@@ -174,6 +174,11 @@ def fact_frames(lake: Lake, stamp: str) -> dict[str, pd.DataFrame]:
     )
     payments = _text_dates(_split_timestamps(read_raw(lake, "payment", stamp)), ["payment_date"])
     frames = {"fact_sales_order": sales, "fact_purchase_order": purchases, "fact_payment": payments}
+    captured = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    for frame in frames.values():
+        # the warehouse's version columns: a content hash of the source row, and when it was read
+        frame["version_hash"] = pd.util.hash_pandas_object(frame, index=False).map("{:016x}".format)
+        frame["captured_at"] = captured
     return {name: frame[WAREHOUSE_TABLES[name].insert_columns] for name, frame in frames.items()}
 
 

@@ -99,10 +99,11 @@ def sql(url: str, query: str, params: tuple | dict = ()) -> list[tuple]:
 
 
 def current(fact: str, natural_id: str, record_id: str) -> str:
-    """The newest version per id, computed here with a window function (not the *_current view)."""
+    """The latest captured version per id, computed here with a window function (not the *_current
+    view): by capture time, then last_updated, then record id."""
     return (
-        f"(SELECT * FROM (SELECT f.*, row_number() OVER (PARTITION BY {natural_id} ORDER BY last_updated_date "
-        f"DESC, last_updated_time DESC, {record_id} DESC) AS rn FROM {fact} f) v WHERE rn = 1)"
+        f"(SELECT * FROM (SELECT f.*, row_number() OVER (PARTITION BY {natural_id} ORDER BY captured_at DESC, "
+        f"last_updated_date DESC, last_updated_time DESC, {record_id} DESC) AS rn FROM {fact} f) v WHERE rn = 1)"
     )
 
 
@@ -484,20 +485,23 @@ def test_live_refresh_reads_only_new_versions_and_stays_exact(real_export_wareho
 
     now = q.utc_now().replace(microsecond=0)
     ((units_of_5,),) = sql(wh, "SELECT units_sold FROM fact_sales_order_current WHERE sales_order_id = 5")
+    ((units_of_6,),) = sql(wh, "SELECT units_sold FROM fact_sales_order_current WHERE sales_order_id = 6")
     with psycopg.connect(wh) as conn:
         insert_version(conn, 5, now, 7)
-        # A late version, older than order 6's current one: it must not become current.
+        # A late-arriving version, stamped before order 6's current one but captured after it: the
+        # source's state now, so it becomes current.
         insert_version(conn, 6, datetime(2022, 11, 2), 8)
     second = live.snapshot(max_age_s=0)
     assert live.full_reads == 3, "new versions come from the tail, not a full read"
     assert second.memo is not first.memo
     assert _held_sales(second) == _current_sales(wh)
     assert second.facts[q.SALES].filter(pl.col("sales_order_id") == 5)["units"].to_list() == [7]
+    assert second.facts[q.SALES].filter(pl.col("sales_order_id") == 6)["units"].to_list() == [8]
     assert second.versions[q.SALES] == 11187 + 2
     assert second.freshness.newest_version == now and not second.freshness.is_stale()
     assert second.freshness.last_arrival is not None
     assert q.by_month(second, q.SALES, q.ALL).get_column("units").sum() == (
-        months.get_column("units").sum() - units_of_5 + 7
+        months.get_column("units").sum() - units_of_5 + 7 - units_of_6 + 8
     )
 
     # A version committed out of record-id order (two loads overlapping): below the highest record id,
