@@ -471,26 +471,24 @@ class ChangeMeasurement:
         }
 
 
-def fact_visible(warehouse_url: str, sales_order_id: int) -> bool:
+def _warehouse_value(warehouse_url: str, query: str, sales_order_id: int) -> tuple | None:
+    """The first row of `query` for one order (None before the warehouse has the table)."""
     with psycopg.connect(warehouse_url, autocommit=True) as conn:
         try:
-            row = conn.execute(
-                "SELECT 1 FROM fact_sales_order WHERE sales_order_id = %s LIMIT 1", (sales_order_id,)
-            ).fetchone()
+            return conn.execute(query, (sales_order_id,)).fetchone()
         except psycopg.errors.UndefinedTable:
-            return False
-    return row is not None
+            return None
+
+
+def fact_visible(warehouse_url: str, sales_order_id: int) -> bool:
+    query = "SELECT 1 FROM fact_sales_order WHERE sales_order_id = %s LIMIT 1"
+    return _warehouse_value(warehouse_url, query, sales_order_id) is not None
 
 
 def current_units(warehouse_url: str, sales_order_id: int) -> int | None:
     """units_sold of the order in fact_sales_order_current (None while it is not there)."""
-    with psycopg.connect(warehouse_url, autocommit=True) as conn:
-        try:
-            row = conn.execute(
-                "SELECT units_sold FROM fact_sales_order_current WHERE sales_order_id = %s", (sales_order_id,)
-            ).fetchone()
-        except psycopg.errors.UndefinedTable:
-            return None
+    query = "SELECT units_sold FROM fact_sales_order_current WHERE sales_order_id = %s"
+    row = _warehouse_value(warehouse_url, query, sales_order_id)
     return row[0] if row else None
 
 
