@@ -80,11 +80,9 @@ class PgCluster:
         range run's thousands of partition events."""
         import dagster as dg
 
-        from totesys_assets.dev import INSTANCE_YAML, MARKER
+        from totesys_assets_tests.e2e_support import write_quick_start_instance
 
-        url = "postgresql+psycopg2://" + self.new_db(prefix).split("://", 1)[1]
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "dagster.yaml").write_text(INSTANCE_YAML.format(marker=MARKER, url=url))
+        write_quick_start_instance(home, self.new_db(prefix))
         return dg.DagsterInstance.from_config(str(home))
 
     def new_source(self, prefix: str, *, seed: int, **history):

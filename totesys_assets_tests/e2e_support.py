@@ -62,6 +62,17 @@ def psycopg2_url(url: str) -> str:
     return "postgresql+psycopg2://" + url.split("://", 1)[1]
 
 
+def write_quick_start_instance(home: Path, storage_url: str) -> Path:
+    """totesys-dev's dagster.yaml (PostgreSQL storage, the pooled event log) in `home`, on the
+    database at `storage_url`."""
+    from totesys_assets.dev import INSTANCE_YAML, MARKER
+
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "dagster.yaml"
+    path.write_text(INSTANCE_YAML.format(marker=MARKER, url=psycopg2_url(storage_url)))
+    return path
+
+
 def utc_now_ms() -> datetime:
     """Now, UTC, naive, millisecond precision (the source's timestamp(3))."""
     now = datetime.now(UTC).replace(tzinfo=None)

@@ -19,7 +19,6 @@ import pytest
 from dagster_aws.s3 import S3Resource
 from polars.testing import assert_frame_equal
 
-from totesys_assets.dev import INSTANCE_YAML, MARKER
 from totesys_assets.partitions import daily_partitions
 from totesys_assets.raw.assets import raw_assets
 from totesys_assets.resources.config import build_resources
@@ -31,7 +30,7 @@ from totesys_assets.specs import SOURCE_TABLES
 from totesys_assets.star.assets import DIMENSIONS, FACTS, star_assets
 from totesys_assets.star.checks import star_checks
 from totesys_assets_tests.automation_driver import Driver
-from totesys_assets_tests.e2e_support import psycopg2_url
+from totesys_assets_tests.e2e_support import write_quick_start_instance
 from totesys_assets_tests.helpers import materialize_range
 
 SEED = 7
@@ -41,8 +40,7 @@ ALL = [*raw_assets, *star_assets, *star_checks]
 
 def _instance(home: Path, storage_url: str) -> dg.DagsterInstance:
     """The quick start's instance (totesys-dev's dagster.yaml) on its own storage database."""
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(INSTANCE_YAML.format(marker=MARKER, url=psycopg2_url(storage_url)))
+    write_quick_start_instance(home, storage_url)
     return dg.DagsterInstance.from_config(str(home))
 
 
@@ -69,7 +67,7 @@ class State:
         return LakeResource(url=str(self.lake_dir), s3=S3Resource())
 
     @classmethod
-    def start(cls, pg, folder: Path, mp: pytest.MonkeyPatch, urls: tuple[str, str, str], **cursors) -> State:
+    def start(cls, folder: Path, mp: pytest.MonkeyPatch, urls: tuple[str, str, str], **cursors) -> State:
         source_url, warehouse_url, storage_url = urls
         mp.setenv("TOTESYS_DB_URL", source_url)
         mp.setenv("TOTESYS_LAKE_URL", str(folder / "lake"))
@@ -82,12 +80,16 @@ class State:
         """A copy of every store (databases by template, the lake folder by copy) and the cursors."""
         self.driver.instance.dispose()
         shutil.copytree(self.lake_dir, folder / "lake")
-        urls = tuple(pg.clone_db(u, "paths") for u in (self.source_url, self.warehouse_url, self.storage_url))
+        urls = (
+            pg.clone_db(self.source_url, "paths"),
+            pg.clone_db(self.warehouse_url, "paths"),
+            pg.clone_db(self.storage_url, "paths"),
+        )
         cursors = {
             "sensor_cursor": self.driver.sensor_cursor,
             "automation_cursor": self.driver.automation_cursor,
         }
-        return State.start(pg, folder, mp, urls, **cursors)  # type: ignore[arg-type]
+        return State.start(folder, mp, urls, **cursors)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def stopped(pg, tmp_path_factory) -> Iterator[State]:
     url, _ = pg.new_source("paths_src", seed=SEED, end=STOPPED, days=3)
     with pytest.MonkeyPatch.context() as mp:
         urls = (url, pg.new_db("paths_wh"), pg.new_db("paths_dagster"))
-        state = State.start(pg, tmp_path_factory.mktemp("stopped"), mp, urls)
+        state = State.start(tmp_path_factory.mktemp("stopped"), mp, urls)
         ran = state.driver.settle()
         assert {a for a, _ in ran} >= {"sales_order", "dim_staff", "fact_sales_order"}
         yield state

@@ -15,7 +15,6 @@ from dagster_aws.s3 import S3Resource
 from polars.testing import assert_frame_equal
 from psycopg import sql
 
-from totesys_assets.dev import INSTANCE_YAML, MARKER
 from totesys_assets.resources.lake import DELETED, ROW_HASH, LakeResource
 from totesys_assets.resources.source import TotesysSource
 from totesys_assets.resources.warehouse import WarehouseResource
@@ -24,7 +23,7 @@ from totesys_assets.simulator.reference_loader import read_export
 from totesys_assets.specs import SOURCE_TABLES, WAREHOUSE_TABLES
 from totesys_assets.star.assets import DIMENSIONS, FACTS
 from totesys_assets_tests.conftest import reference_path
-from totesys_assets_tests.e2e_support import psycopg2_url
+from totesys_assets_tests.e2e_support import write_quick_start_instance
 
 FIRST = "2022-11-03"
 DELETED_ORDER = 2  # a sales order of the 2024-11-15 export, with its transaction
@@ -67,9 +66,7 @@ def test_in_place_updates_new_rows_and_a_delete_reach_every_table_and_a_second_r
     sim.load_reference(old)
     bucket = s3.new_bucket("scenario")
     # The quick start's instance (totesys-dev's dagster.yaml: PostgreSQL storage), as users run it.
-    (tmp_path / "dagster.yaml").write_text(
-        INSTANCE_YAML.format(marker=MARKER, url=psycopg2_url(pg.new_db("scenario_dagster")))
-    )
+    write_quick_start_instance(tmp_path, pg.new_db("scenario_dagster"))
     env = {
         **os.environ,
         "TOTESYS_DB_URL": source_url,

@@ -51,6 +51,7 @@ from packaging.specifiers import SpecifierSet
 from totesys_assets.instance_storage import PooledPostgresEventLogStorage
 from totesys_assets.specs import SOURCE_TABLES, WAREHOUSE_TABLES
 from totesys_assets_tests.conftest import REPO_ROOT
+from totesys_assets_tests.e2e_support import psycopg2_url
 
 DEPLOY = REPO_ROOT / "deploy"
 STORAGE_CLASSES = {
@@ -129,10 +130,6 @@ def _home_with(tmp_path: Path, config_file: str) -> Path:
     home.mkdir()
     shutil.copy(DEPLOY / config_file, home / "dagster.yaml")
     return home
-
-
-def _psycopg2_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 @dg.asset(pool="totesys_source")
@@ -279,7 +276,7 @@ def test_production_yaml_pins_the_psycopg2_scheme():
 
 
 def test_local_instance_stores_runs_events_and_logs(tmp_path, pg, monkeypatch):
-    monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(pg.new_db("dagster_local")))
+    monkeypatch.setenv("DAGSTER_PG_URL", psycopg2_url(pg.new_db("dagster_local")))
     home = _home_with(tmp_path, "dagster.local.yaml")
     instance = dg.DagsterInstance.from_config(str(home))
     try:
@@ -352,7 +349,7 @@ def test_pooled_event_log_keeps_its_connections(tmp_path, pg, monkeypatch, no_ba
     stock_home = tmp_path / "stock"
     stock_home.mkdir()
     (stock_home / "dagster.yaml").write_text(
-        f"storage:\n  postgres:\n    postgres_url: '{_psycopg2_url(stock_url)}'\n"
+        f"storage:\n  postgres:\n    postgres_url: '{psycopg2_url(stock_url)}'\n"
     )
     stock = dg.DagsterInstance.from_config(str(stock_home))
     try:
@@ -363,7 +360,7 @@ def test_pooled_event_log_keeps_its_connections(tmp_path, pg, monkeypatch, no_ba
     assert "DAGSTER_EVENT_BATCH_SIZE" not in os.environ
 
     url = pg.new_db("dagster_pooled")
-    monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(url))
+    monkeypatch.setenv("DAGSTER_PG_URL", psycopg2_url(url))
     instance = dg.DagsterInstance.from_config(str(_home_with(tmp_path, "dagster.local.yaml")))
     try:
         assert isinstance(instance.event_log_storage, PooledPostgresEventLogStorage)
@@ -387,7 +384,7 @@ def test_pooled_event_log_marks_a_failed_range_run_partitions_failed(tmp_path, p
     range run show as failed (red in the UI), a later success clears them."""
     from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 
-    monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(pg.new_db("dagster_failed")))
+    monkeypatch.setenv("DAGSTER_PG_URL", psycopg2_url(pg.new_db("dagster_failed")))
     instance = dg.DagsterInstance.from_config(str(_home_with(tmp_path, "dagster.local.yaml")))
     key = dg.AssetKey("failing_daily_asset")
     try:
@@ -473,10 +470,10 @@ def test_pooled_event_log_stores_the_same_rows_as_the_stock_storage(tmp_path, pg
         home.mkdir()
         if name == "stock":
             (home / "dagster.yaml").write_text(
-                f"storage:\n  postgres:\n    postgres_url: '{_psycopg2_url(url)}'\n"
+                f"storage:\n  postgres:\n    postgres_url: '{psycopg2_url(url)}'\n"
             )
         else:
-            monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(url))
+            monkeypatch.setenv("DAGSTER_PG_URL", psycopg2_url(url))
             home = _home_with(home, "dagster.local.yaml")
         instance = dg.DagsterInstance.from_config(str(home))
         try:
@@ -510,7 +507,7 @@ def test_planned_events_serialised_from_a_template_are_exactly_dagsters(tmp_path
     row is what `_event_to_row` (dagster-postgres) makes of that event, its own partition and time."""
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
     url = pg.new_db("dagster_template")
-    monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(url))
+    monkeypatch.setenv("DAGSTER_PG_URL", psycopg2_url(url))
     templated: list[str | None] = []
     from_template = PooledPostgresEventLogStorage._row_from_template
 
@@ -546,7 +543,7 @@ def test_planned_events_serialised_from_a_template_are_exactly_dagsters(tmp_path
 
 def test_pooled_event_log_respects_an_explicit_batch_size(tmp_path, pg, monkeypatch):
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "0")
-    monkeypatch.setenv("DAGSTER_PG_URL", _psycopg2_url(pg.new_db("dagster_nobatch")))
+    monkeypatch.setenv("DAGSTER_PG_URL", psycopg2_url(pg.new_db("dagster_nobatch")))
     instance = dg.DagsterInstance.from_config(str(_home_with(tmp_path, "dagster.local.yaml")))
     try:
         assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "0"
@@ -787,7 +784,7 @@ def test_image_command_serves_the_workspace(tmp_path, pg):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "WAREHOUSE_"))}
     env.update(
         DAGSTER_HOME=str(home),
-        DAGSTER_PG_URL=_psycopg2_url(pg.new_db("dagster_ws")),
+        DAGSTER_PG_URL=psycopg2_url(pg.new_db("dagster_ws")),
         TOTESYS_HOME=str(tmp_path / "totesys"),
         TOTESYS_CODE_SERVER_HOST="127.0.0.1",
         TOTESYS_CODE_SERVER_PORT=str(port),
