@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -15,6 +15,15 @@ from totesys_assets.settings import partitions_start_date
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=partitions_start_date(), end_offset=1, timezone="UTC", fmt="%Y-%m-%d"
 )
+
+
+def open_ends(days: Sequence[str]) -> tuple[bool, bool]:
+    """Whether a run's days start at the first partition / end at the current one: those two also
+    hold the rows dated before / after the partitions, so the run's window is open at that end."""
+    return (
+        days[0] == daily_partitions.get_first_partition_key(),
+        days[-1] == daily_partitions.get_last_partition_key(),
+    )
 
 
 def add_partition_metadata(

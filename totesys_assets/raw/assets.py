@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from totesys_assets.partitions import add_partition_metadata, daily_partitions
+from totesys_assets.partitions import add_partition_metadata, daily_partitions, open_ends
 from totesys_assets.pipelining import read_ahead
 from totesys_assets.raw.conditions import raw_condition
 from totesys_assets.resources.lake import (
@@ -167,7 +167,7 @@ def raw_extract(
         daily_partitions.get_last_partition_key(),
     )
     assert first_key and last_key
-    open_start, open_end = days[0] == first_key, days[-1] == last_key
+    open_start, open_end = open_ends(days)
     captured_at = capture_time()
 
     def extract(spec: TableSpec) -> _Extract:

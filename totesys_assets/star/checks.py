@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 from psycopg import sql
 
-from totesys_assets.partitions import daily_partitions
+from totesys_assets.partitions import daily_partitions, open_ends
 from totesys_assets.pipelining import concurrently
 from totesys_assets.resources.lake import DELETED, ROW_HASH, LakeResource
 from totesys_assets.resources.warehouse import WarehouseResource
@@ -29,13 +29,14 @@ def run_days(tags: dict[str, str]) -> list[str] | None:
     """The partition days a run materialised (from its tags), or None for an unpartitioned run."""
     if "dagster/partition" in tags:
         return [tags["dagster/partition"]]
-    start, end = (
-        tags.get("dagster/asset_partition_range_start"),
-        tags.get("dagster/asset_partition_range_end"),
-    )
+    start = tags.get("dagster/asset_partition_range_start")
+    end = tags.get("dagster/asset_partition_range_end")
     if start and end:
         return list(daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end)))
     return None
+
+
+OPEN_START, OPEN_END = "0001-01-01", "9999-12-31"  # the bounds of "all days" as dates
 
 
 @dataclass(frozen=True)
@@ -54,18 +55,18 @@ class Scope:
         column = sql.Identifier(alias, "last_updated_date") if alias else sql.Identifier("last_updated_date")
         return sql.SQL(" WHERE {} BETWEEN %(first_day)s AND %(last_day)s").format(column)
 
+    def bounds(self) -> tuple[str, str]:
+        """The first and last `last_updated_date` in scope; open at the first or the current
+        partition, which also hold the rows dated before / after them (`open_ends`)."""
+        if not self.days:
+            return OPEN_START, OPEN_END
+        at_first, at_current = open_ends(self.days)
+        return (OPEN_START if at_first else self.days[0], OPEN_END if at_current else self.days[-1])
+
     @property
     def params(self) -> dict[str, str] | None:
-        """Bound parameters for `where()` (named, so a query may repeat them). The first partition
-        also holds rows dated before it, the current one rows dated after it (raw assets)."""
-        if not self.days:
-            return None
-        first, last = self.days[0], self.days[-1]
-        if first == daily_partitions.get_first_partition_key():
-            first = "0001-01-01"
-        if last == daily_partitions.get_last_partition_key():
-            last = "9999-12-31"
-        return {"first_day": first, "last_day": last}
+        """Bound parameters for `where()` (named, so a query may repeat them)."""
+        return dict(zip(("first_day", "last_day"), self.bounds(), strict=True)) if self.days else None
 
     def label(self) -> str:
         return f"{self.days[0]}..{self.days[-1]}" if self.days else "all rows"
@@ -239,8 +240,7 @@ def evaluate_reconcile(
     versions = stored.filter(~pl.col(DELETED)).select(keys).unique().height
     count = sql.SQL("SELECT count(*) FROM {}{}").format(_ident(spec.name), scope.where())
     rows = int(warehouse.scalar(count, scope.params))
-    bounds = scope.params or {"first_day": "0001-01-01", "last_day": "9999-12-31"}
-    rejected = warehouse.rejected_unloaded_versions(spec.name, bounds["first_day"], bounds["last_day"])
+    rejected = warehouse.rejected_unloaded_versions(spec.name, *scope.bounds())
     return dg.AssetCheckResult(
         passed=rows == versions - rejected,
         metadata={
