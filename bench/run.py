@@ -330,7 +330,6 @@ def run_scale(args, infra: Infra, meter: Meter, scale: float, start: datetime, e
         new = sim.advance(interval=timedelta(minutes=args.incremental_minutes))
         new_rows = sum(new.values())
         days = pipeline.changed_days(src, before)
-        ranges = pipeline.contiguous_ranges(days)
         log(f"{tag} advanced {args.incremental_minutes} min: {new_rows} new row versions on {days}")
         inc = []
         # What the change sensor does every tick: fingerprint every day of every table in the
