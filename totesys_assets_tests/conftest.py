@@ -22,6 +22,19 @@ REFERENCE_DIR = Path(
 )
 
 
+# Files whose tests share the session-scoped real-export fixtures: one xdist worker runs them all,
+# so the real export is backfilled once per suite, not once per worker. Every other file is its own
+# group, as `--dist loadfile` would make it (module-scoped fixtures are built once).
+REAL_EXPORT_FILES = {"test_raw_assets.py", "test_star_assets.py", "test_dashboard.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("real_export" if name in REAL_EXPORT_FILES else name))
+
+
 def reference_path(*parts: str) -> Path:
     """A path inside the real exports; skips the test with a reason when they are absent."""
     path = REFERENCE_DIR.joinpath(*parts)
