@@ -7,7 +7,7 @@ warehouse is caught up headlessly first. Then, N times: insert one sales order a
 time how long until its row is in fact_sales_order (nothing launched by hand); the deployment is
 left to settle between changes so each change is measured on its own.
 
-    python bench/latency.py                 # N=10, sensor interval 5 s, automation interval 5 s
+    python bench/latency.py                 # N=10, sensor interval 4 s, automation interval 5 s
     python bench/latency.py -n 20 --automation-interval 10 --out bench/results/latency.json
 """
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "-n", "--changes", type=int, default=10, help="source changes to measure (default 10)"
     )
     parser.add_argument(
-        "--sensor-interval", type=int, default=5, help="TOTESYS_SENSOR_INTERVAL_S (default 5)"
+        "--sensor-interval", type=int, default=4, help="TOTESYS_SENSOR_INTERVAL_S (default 4)"
     )
     parser.add_argument(
         "--automation-interval", type=int, default=5, help="TOTESYS_AUTOMATION_INTERVAL_S (default 5)"

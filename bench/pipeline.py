@@ -27,6 +27,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
+from totesys_assets.partitions import partition_tags
 from totesys_assets.raw.assets import raw_assets
 from totesys_assets.resources.config import build_resources
 from totesys_assets.resources.lake import RawLakeIOManager
@@ -34,9 +35,6 @@ from totesys_assets.specs import SOURCE_TABLE_NAMES, WAREHOUSE_TABLES
 from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import DIMENSION_CHECKS, FACT_CHECKS, star_checks
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-PARTITION = "dagster/partition"
 BENCH_JOB = "bench_pipeline"
 CHECK_STEPS = {DIMENSION_CHECKS, FACT_CHECKS}
 GROUPS = {"raw": "raw", "dimensions": "dimensions", "facts": "facts"}
@@ -191,7 +189,7 @@ class DagsterRunner:
         tags: dict[str, str] = {}
         if first is not None:
             assert last is not None
-            tags = {PARTITION: first} if first == last else {RANGE_START: first, RANGE_END: last}
+            tags = partition_tags(first, last)
         keys = sorted(dg.AssetSelection.groups(GROUPS[group]).resolve(self.asset_graph))
         _take_io_seconds()
         called_at = time.time()

@@ -4,11 +4,12 @@ import dagster as dg
 
 from totesys_assets.automation.alerts import run_failure_alerts
 from totesys_assets.automation.automation_sensor import star_automation_sensor
+from totesys_assets.automation.change_sensor import source_fingerprint_sensor
 from totesys_assets.automation.demo import demo_activity_job, demo_activity_schedule
 from totesys_assets.automation.jobs import raw_refresh_job
 from totesys_assets.automation.schedules import raw_refresh_schedule
 from totesys_assets.raw.assets import raw_assets
-from totesys_assets.raw.detector import check_source_history_job, source_assets, source_fingerprint_sensor
+from totesys_assets.raw.detector import check_source_history_job, source_assets
 from totesys_assets.resources.config import build_resources, uses_embedded_source
 from totesys_assets.settings import demo_rate
 from totesys_assets.star.assets import star_assets

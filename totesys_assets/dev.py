@@ -34,6 +34,13 @@ schedule_storage:
   module: dagster_postgres.schedule_storage
   class: PostgresScheduleStorage
   config: *storage_db
+# The daemon checks the run queue every second (Dagster's default is 5): a change sensor's run
+# starts at once.
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
 concurrency:
   pools:
     # One extraction and one warehouse load at a time, as in deploy/dagster.yaml.

@@ -7,6 +7,11 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.execution.context.metadata_logging import AssetMetadataHandle, OutputMetadataAccumulator
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 from totesys_assets.settings import partitions_start_date
 
@@ -24,6 +29,14 @@ def open_ends(days: Sequence[str]) -> tuple[bool, bool]:
         days[0] == daily_partitions.get_first_partition_key(),
         days[-1] == daily_partitions.get_last_partition_key(),
     )
+
+
+def partition_tags(first: str, last: str) -> dict[str, str]:
+    """The run tags of a run over the days first..last: one partition, or a single-run range (the
+    tags a `BackfillPolicy.single_run()` backfill gives its run; `RunRequest` has no range argument)."""
+    if first == last:
+        return {PARTITION_NAME_TAG: first}
+    return {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last}
 
 
 def add_partition_metadata(

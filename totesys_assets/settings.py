@@ -87,12 +87,16 @@ ENV_HEARTBEAT_CRON = "TOTESYS_HEARTBEAT_CRON"
 ENV_DEMO_CRON = "TOTESYS_DEMO_CRON"
 ENV_SENSOR_INTERVAL_S = "TOTESYS_SENSOR_INTERVAL_S"
 ENV_AUTOMATION_INTERVAL_S = "TOTESYS_AUTOMATION_INTERVAL_S"
+ENV_FULL_CHECK_S = "TOTESYS_FULL_CHECK_S"
 
 DEFAULT_REFRESH_CRON = "*/10 * * * *"
 DEFAULT_HEARTBEAT_CRON = "*/20 * * * *"
 DEFAULT_DEMO_CRON = "* * * * *"
-DEFAULT_SENSOR_INTERVAL_S = 15
+# Dagster's sensor daemon looks at its sensors every 5 s; a 4 s interval makes every look a tick
+# (5 s would skip every other one: the previous tick began a moment after the previous look).
+DEFAULT_SENSOR_INTERVAL_S = 4
 DEFAULT_AUTOMATION_INTERVAL_S = 15
+DEFAULT_FULL_CHECK_S = 600
 
 
 def refresh_cron() -> str:
@@ -118,6 +122,12 @@ def sensor_interval_s() -> int:
 def automation_interval_s() -> int:
     """Seconds between evaluations of the declarative-automation sensor."""
     return _seconds(ENV_AUTOMATION_INTERVAL_S, DEFAULT_AUTOMATION_INTERVAL_S)
+
+
+def full_check_s() -> int:
+    """Seconds between the change sensor's checks of the whole history (other ticks check the
+    last days only)."""
+    return _seconds(ENV_FULL_CHECK_S, DEFAULT_FULL_CHECK_S)
 
 
 def _seconds(name: str, default: int) -> int:

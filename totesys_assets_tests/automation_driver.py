@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from totesys_assets.raw.detector import source_assets, source_fingerprint_sensor
+from totesys_assets.automation.change_sensor import source_fingerprint_sensor
+from totesys_assets.raw.detector import source_assets
 from totesys_assets_tests.helpers import failure_text, materialize_range
 
 
@@ -28,13 +29,16 @@ class Driver:
     automation_cursor: object = None
     # Requests seen per settle(): (asset, partition or None) in the order they ran.
     requests: list[list[tuple[str, str | None]]] = field(default_factory=list)
+    # The runs the change sensor's last tick requested (ExecuteInProcessResults).
+    sensor_runs: list = field(default_factory=list)
 
     @property
     def defs(self) -> dg.Definitions:
         return dg.Definitions(assets=[*source_assets, *self.assets], resources=self.resources)
 
-    def tick_sensor(self) -> list[tuple[str, str]]:
-        """One tick of the change sensor; its observations are stored as the daemon stores them."""
+    def tick_sensor(self) -> list[tuple[str, str | None]]:
+        """One tick of the change sensor: its observations are stored and its run requests run, as
+        the daemon does. Returns what the requested runs materialised."""
         sensor_resources = {k: self.resources[k] for k in ("source", "lake")}
         with dg.build_sensor_context(
             instance=self.instance, resources=sensor_resources, cursor=self.sensor_cursor
@@ -45,7 +49,25 @@ class Driver:
             return []
         for event in result.asset_events:
             self.instance.report_runless_asset_event(event)
-        return [(e.asset_key.path[-1], e.partition) for e in result.asset_events]
+        ran: list[tuple[str, str | None]] = []
+        self.sensor_runs = []
+        for request in result.run_requests or []:
+            run = dg.materialize(
+                self.assets,
+                resources=self.resources,
+                selection=request.asset_selection,
+                partition_key=request.partition_key,
+                tags=request.tags,
+                instance=self.instance,
+                raise_on_error=False,
+            )
+            assert run.success, failure_text([run])
+            self.sensor_runs.append(run)
+            ran += sorted(
+                (e.asset_key.path[-1], e.partition)  # type: ignore[union-attr]
+                for e in run.get_asset_materialization_events()
+            )
+        return ran
 
     def evaluate(self, when: datetime | None = None) -> dict[dg.AssetKey, set[str | None]]:
         """One automation evaluation; the requested asset partitions (None: unpartitioned)."""
@@ -72,7 +94,7 @@ class Driver:
             # The daemon evaluates automation from its start: its first evaluation has no previous
             # one to compare data versions with, so it must precede the sensor's first report.
             ran += self._run_until_quiet(max_rounds)
-        self.tick_sensor()
+        ran += self.tick_sensor()
         ran += self._run_until_quiet(max_rounds)
         self.requests.append(ran)
         return ran

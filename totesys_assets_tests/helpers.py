@@ -14,18 +14,17 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from totesys_assets.partitions import partition_tags
 from totesys_assets.specs import SOURCE_TABLES
 from totesys_assets_tests.conftest import REPO_ROOT
-
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
 
 def materialize_range(
     assets: Sequence, resources: dict, start: str, end: str, **kwargs
 ) -> dg.ExecuteInProcessResult:
     """One single run over a partition range, as a `BackfillPolicy.single_run()` backfill does."""
-    return dg.materialize(assets, resources=resources, tags={RANGE_START: start, RANGE_END: end}, **kwargs)
+    tags = {**kwargs.pop("tags", {}), **partition_tags(start, end)}
+    return dg.materialize(assets, resources=resources, tags=tags, **kwargs)
 
 
 def raw_materializations(result: dg.ExecuteInProcessResult, table: str) -> list[dg.AssetMaterialization]:

@@ -105,11 +105,14 @@ def _requested(result, keys) -> dict[str, set[str]]:
 
 
 def test_the_detector_finds_exactly_the_changed_days_and_automation_requests_only_them(pg, s3, monkeypatch):
+    """The sensor requests one run over exactly the changed tables and days; the same days
+    reported as observations (the `check_source_history` path) make automation request only them."""
     import psycopg
 
+    from totesys_assets.automation.change_sensor import source_fingerprint_sensor
     from totesys_assets.partitions import daily_partitions
     from totesys_assets.raw.assets import raw_asset_key, raw_assets
-    from totesys_assets.raw.detector import source_assets, source_fingerprint_sensor
+    from totesys_assets.raw.detector import detect_changes, observations, source_assets
     from totesys_assets.resources.config import build_resources
     from totesys_assets.resources.source import TotesysSource
     from totesys_assets_tests.helpers import materialize_range
@@ -152,10 +155,17 @@ def test_the_detector_finds_exactly_the_changed_days_and_automation_requests_onl
     defs = dg.Definitions(assets=[*source_assets, *raw_assets], resources=build_resources())
     before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
     result = tick()
-    assert isinstance(result, dg.SensorResult)
-    observed = {(e.asset_key.path[-1], e.partition) for e in result.asset_events}
+    assert isinstance(result, dg.SensorResult) and not result.asset_events
+    (request,) = result.run_requests
+    first_day, last_day = sorted([order_day, payment_day])
+    assert request.partition_key_range == dg.PartitionKeyRange(first_day, last_day)
+    assert {k.to_user_string() for k in request.asset_selection} == {
+        "raw/sales_order", "raw/payment", "dim_date", "fact_sales_order", "fact_payment",
+    }  # fmt: skip
+    events = observations(detect_changes(resources["source"], lake))
+    observed = {(e.asset_key.path[-1], e.partition) for e in events}
     assert observed == {("sales_order", order_day), ("payment", payment_day)}
-    for event in result.asset_events:
+    for event in events:
         instance.report_runless_asset_event(event)
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
     # beyond the never-loaded history days (before the backfilled range) requested either way,
@@ -186,7 +196,7 @@ def test_the_detector_finds_exactly_the_changed_days_and_automation_requests_onl
 
 def test_the_detector_waits_while_a_raw_capture_is_in_flight(pg, tmp_path, monkeypatch):
     """Compared mid-run, a day the run has not stored yet would look changed and be captured twice."""
-    from totesys_assets.raw.detector import raw_capture_in_flight, source_fingerprint_sensor
+    from totesys_assets.automation.change_sensor import raw_capture_in_flight, source_fingerprint_sensor
     from totesys_assets.resources.config import build_resources
 
     url, _ = pg.new_source("inflight_src", seed=2, days=2)
@@ -217,3 +227,84 @@ def test_the_detector_waits_while_a_raw_capture_is_in_flight(pg, tmp_path, monke
         )
     )
     assert not raw_capture_in_flight(instance)
+
+
+def test_a_chain_run_reads_exactly_what_depends_on_the_changed_tables():
+    from totesys_assets.automation.change_sensor import CHAIN_MAX_DAYS, chain_request, chain_selection
+    from totesys_assets.resources.lake import Fingerprint
+
+    names = lambda keys: {k.to_user_string() for k in keys}  # noqa: E731
+    assert names(chain_selection({"address"})) == {"raw/address", "dim_location", "dim_counterparty"}
+    assert names(chain_selection({"sales_order", "department"})) == {
+        "raw/sales_order", "raw/department", "dim_staff", "dim_date", "fact_sales_order",
+    }  # fmt: skip
+    fp = Fingerprint(1, "1")
+    one = chain_request({"payment": {"2024-11-14": fp}})
+    assert one is not None and one.partition_key == "2024-11-14"
+    week = chain_request({"payment": {"2024-11-08": fp}, "sales_order": {"2024-11-14": fp}})
+    assert week is not None and week.partition_key is None
+    assert week.partition_key_range == dg.PartitionKeyRange("2024-11-08", "2024-11-14")
+    assert CHAIN_MAX_DAYS == 7
+    assert chain_request({"payment": {"2024-11-07": fp}, "sales_order": {"2024-11-14": fp}}) is None
+
+
+def test_ticks_compare_the_last_days_and_the_whole_history_every_full_check(pg, tmp_path, monkeypatch):
+    """A change today is found by the next tick; an in-place change to an old row by the next check
+    of the whole history (TOTESYS_FULL_CHECK_S after the previous one)."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg
+
+    from totesys_assets.automation.change_sensor import recent_start, source_fingerprint_sensor
+    from totesys_assets.partitions import daily_partitions
+    from totesys_assets.raw.assets import raw_assets
+    from totesys_assets.resources.config import build_resources
+    from totesys_assets_tests.helpers import materialize_range
+
+    url, _ = pg.new_source("tiers", seed=3, days=6)
+    monkeypatch.setenv("TOTESYS_DB_URL", url)
+    monkeypatch.setenv("TOTESYS_LAKE_URL", str(tmp_path / "lake"))
+    monkeypatch.setenv("TOTESYS_FULL_CHECK_S", "600")
+    with psycopg.connect(url, autocommit=True) as conn:
+        first = conn.execute("SELECT min(last_updated)::date::text FROM staff").fetchone()[0]
+    instance = dg.DagsterInstance.ephemeral()
+    resources = build_resources()
+    last = daily_partitions.get_last_partition_key()
+    assert materialize_range(raw_assets, resources, first, last, instance=instance).success
+    cursor: list[str | None] = [None]
+
+    def tick():
+        sensor_resources = {"source": resources["source"], "lake": resources["lake"]}
+        with dg.build_sensor_context(instance=instance, resources=sensor_resources, cursor=cursor[0]) as ctx:
+            result = source_fingerprint_sensor(ctx)
+            cursor[0] = ctx.cursor
+            return result
+
+    def changed_days(result) -> set[str]:
+        assert isinstance(result, dg.SensorResult), result
+        (request,) = result.run_requests
+        return {request.partition_key} if request.partition_key else set(request.partition_key_range)
+
+    assert "the whole history" in tick().skip_message  # the first tick checks everything
+    since = recent_start()
+    assert since is not None and f"the days from {since}" in tick().skip_message
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        old_day = conn.execute(
+            "UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = "
+            "(SELECT min(sales_order_id) FROM sales_order) RETURNING last_updated::date::text"
+        ).fetchone()[0]
+        today = conn.execute(
+            "UPDATE payment SET paid = NOT paid WHERE payment_id = "
+            "(SELECT max(payment_id) FROM payment WHERE last_updated >= now() - interval '1 day') "
+            "RETURNING least(last_updated::date, %s::date)::text",
+            (last,),
+        ).fetchone()[0]
+    assert old_day < since <= today
+    assert changed_days(tick()) == {today}  # recent: today's change only
+    state = json.loads(cursor[0])
+    state["full_at"] = (datetime.now(UTC) - timedelta(seconds=601)).isoformat()
+    cursor[0] = json.dumps(state)
+    assert changed_days(tick()) == {old_day}  # the whole history: the old change, today's reported already
+    assert "the days from" in tick().skip_message  # both reported; recent ticks again

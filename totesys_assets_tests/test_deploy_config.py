@@ -141,6 +141,7 @@ def deployed_asset() -> int:
 def _assert_shared_settings(instance: dg.DagsterInstance) -> None:
     """What every deployment instance promises: queue, pools, run retries, monitoring, no telemetry."""
     assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+    assert instance.run_coordinator.dequeue_interval_seconds == 1
     concurrency = instance.get_concurrency_config()
     assert concurrency.run_queue_config is not None
     assert concurrency.run_queue_config.max_concurrent_runs == 10

@@ -66,3 +66,18 @@ def test_helper_falls_back_to_the_public_call_if_dagsters_internals_change(monke
 def test_helper_refuses_a_partition_the_run_does_not_target():
     with pytest.raises(dg.DagsterInvariantViolationError, match=r"with_a_day_outside_the_run.*2024-01-10"):
         dg.materialize([with_a_day_outside_the_run], tags=RANGE)
+
+
+def test_partition_tags_make_a_single_run_over_the_days_or_one_partition():
+    from totesys_assets.partitions import partition_tags
+
+    @dg.asset(partitions_def=_days, backfill_policy=dg.BackfillPolicy.single_run())
+    def days_seen(context) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"days": ",".join(context.partition_keys)})
+
+    assert partition_tags("2024-01-02", "2024-01-09") == RANGE  # the tags Dagster's backfills use
+    for first, last in (("2024-01-02", "2024-01-04"), ("2024-01-05", "2024-01-05")):
+        result = dg.materialize([days_seen], tags=partition_tags(first, last))
+        (event, *rest) = result.asset_materializations_for_node("days_seen")
+        assert event.metadata["days"].value.split(",")[0] == first
+        assert len(rest) + 1 == len(event.metadata["days"].value.split(","))

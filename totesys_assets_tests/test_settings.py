@@ -81,13 +81,15 @@ def test_automation_timing_defaults_and_overrides(monkeypatch):
         "TOTESYS_DEMO_CRON",
         "TOTESYS_SENSOR_INTERVAL_S",
         "TOTESYS_AUTOMATION_INTERVAL_S",
+        "TOTESYS_FULL_CHECK_S",
     ):
         monkeypatch.delenv(name, raising=False)
     assert settings.refresh_cron() == "*/10 * * * *"
     assert settings.heartbeat_cron() == "*/20 * * * *"
     assert settings.demo_cron() == "* * * * *"
-    assert settings.sensor_interval_s() == 15
+    assert settings.sensor_interval_s() == 4
     assert settings.automation_interval_s() == 15
+    assert settings.full_check_s() == 600
 
     monkeypatch.setenv("TOTESYS_REFRESH_CRON", "0 * * * *")
     monkeypatch.setenv("TOTESYS_SENSOR_INTERVAL_S", "5")

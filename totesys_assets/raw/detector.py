@@ -10,25 +10,23 @@ that left `last_updated` alone, or a deletion.
 
 The differing days are reported as observations of the observable source assets `totesys/<table>`
 (data version = the source fingerprint); the raw assets' automation condition requests a raw day
-when its source day's data version changes (raw/conditions.py). The `source_fingerprint_sensor`
-reports them every tick under the daemon; observing the source assets (UI, or the
-`check_source_history` job) does the same on demand.
+when its source day's data version changes (raw/conditions.py). Observing the source assets (UI,
+or the `check_source_history` job) reports them on demand; the change sensor
+(automation/change_sensor.py) compares every tick and requests the runs itself.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable
+from datetime import datetime
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from totesys_assets.partitions import daily_partitions
-from totesys_assets.raw.assets import raw_asset_key
 from totesys_assets.resources.lake import Fingerprint, LakeResource
 from totesys_assets.resources.source import TotesysSource
-from totesys_assets.settings import sensor_interval_s
 from totesys_assets.specs import SOURCE_TABLES
 
 SOURCE_GROUP = "source"
@@ -63,13 +61,25 @@ def differing_days(
 
 
 def detect_changes(
-    source: TotesysSource, lake: LakeResource, tables: Iterable[str] = SOURCE_TABLES
+    source: TotesysSource,
+    lake: LakeResource,
+    tables: Iterable[str] = SOURCE_TABLES,
+    since: str | None = None,
 ) -> dict[str, dict[str, Fingerprint]]:
-    """table -> the days that differ from the lake (one aggregate query per table)."""
+    """table -> the days that differ from the lake (one aggregate query per table), over the whole
+    history or, with `since` (a day after the first partition), over the days from it on."""
     first, last = partition_bounds()
+    assert since is None or since > first, "the first partition also holds the days before it"
     tables = list(tables)
-    by_table = source.fingerprints([SOURCE_TABLES[t] for t in tables], first, last)
-    return {t: differing_days(by_table[t], lake.read_fingerprints(t)) for t in tables}
+    start = datetime.fromisoformat(since) if since else None
+    by_table = source.fingerprints([SOURCE_TABLES[t] for t in tables], first, last, start)
+    out = {}
+    for t in tables:
+        recorded = lake.read_fingerprints(t)
+        if since:
+            recorded = {d: fp for d, fp in recorded.items() if d >= since}
+        out[t] = differing_days(by_table[t], recorded)
+    return out
 
 
 def _observable(table: str) -> dg.SourceAsset:
@@ -109,24 +119,6 @@ check_source_history_job = dg.define_asset_job(
 )
 
 
-_IN_FLIGHT = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
-
-
-def raw_capture_in_flight(instance: dg.DagsterInstance) -> bool:
-    """True while a run that writes raw days is queued or running."""
-    raw_keys = {raw_asset_key(t) for t in SOURCE_TABLES}
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=_IN_FLIGHT), limit=100):
-        run = record.dagster_run
-        if run.job_name == "raw_refresh" or raw_keys.intersection(run.asset_selection or ()):
-            return True
-    return False
-
-
 def observations(changed: dict[str, dict[str, Fingerprint]]) -> list[dg.AssetObservation]:
     """One observation per differing day, with the source fingerprint as its data version."""
     return [
@@ -139,41 +131,3 @@ def observations(changed: dict[str, dict[str, Fingerprint]]) -> list[dg.AssetObs
         for table, days in sorted(changed.items())
         for day, fp in days.items()
     ]
-
-
-@dg.sensor(
-    name="source_change_sensor",
-    minimum_interval_seconds=sensor_interval_s(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Fingerprints every day of every source table (one aggregate query per table) and reports "
-        "the days that differ from the lake; raw automation re-captures exactly those days."
-    ),
-)
-def source_fingerprint_sensor(context: dg.SensorEvaluationContext, source: TotesysSource, lake: LakeResource):
-    # While a raw capture runs, the lake and its recorded fingerprints are changing under us: a day
-    # compared mid-run would look changed and be captured twice. The next tick compares again.
-    if raw_capture_in_flight(context.instance):
-        return dg.SkipReason("a raw capture is running; comparing after it")
-    changed = detect_changes(source, lake)
-    # Days never loaded belong to the history backfill (raw/conditions.py), not to change capture.
-    latest = daily_partitions.get_last_partition_key()
-    for table, days in changed.items():
-        loaded = context.instance.get_materialized_partitions(raw_asset_key(table))
-        changed[table] = {d: fp for d, fp in days.items() if d == latest or d in loaded}
-    # The cursor holds the versions reported for the days that still differ, so a day whose
-    # capture is running (or failed) is not reported again each tick; a new change to it is.
-    reported: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    current = {f"{t}/{d}": source_version(fp) for t, days in changed.items() for d, fp in days.items()}
-    new = {
-        t: {d: fp for d, fp in days.items() if reported.get(f"{t}/{d}") != source_version(fp)}
-        for t, days in changed.items()
-    }
-    context.update_cursor(json.dumps(current, sort_keys=True))
-    events = observations(new)
-    if not events:
-        waiting = f" ({len(current)} day(s) reported earlier still differ)" if current else ""
-        return dg.SkipReason(f"no source day changed since the last tick{waiting}")
-    summary = ", ".join(f"{t}: {len(d)}" for t, d in sorted(new.items()) if d)
-    context.log.info(f"days that differ from the lake: {summary}")
-    return dg.SensorResult(asset_events=events)

@@ -235,18 +235,18 @@ class TotesysSource(dg.ConfigurableResource):
         return to_lake_frame(spec, pl.from_arrow(table)), fingerprints  # type: ignore[arg-type]
 
     def fingerprints(
-        self, specs: list[TableSpec], first_day: str, last_day: str
+        self, specs: list[TableSpec], first_day: str, last_day: str, since: datetime | None = None
     ) -> dict[str, dict[str, tuple[int, str]]]:
-        """table -> day -> (rows, hash) over each table's whole history: one read-only aggregate
-        query per table (the change detector's probe), two tables at a time on two connections
-        (each table is compared on its own, so one snapshot per table is enough)."""
+        """table -> day -> (rows, hash) over each table's history (from `since`, else all of it):
+        one read-only aggregate query per table (the change detector's probe), two tables at a time
+        on two connections (each table is compared on its own, so one snapshot per table is enough)."""
         # Largest first, so the two connections finish together.
         order = sorted(specs, key=lambda s: s.name not in FINGERPRINT_FIRST)
 
         def one(spec: TableSpec) -> tuple[str, dict[str, tuple[int, str]]]:
             with self.connect() as conn:
                 with conn.cursor() as cur:
-                    cur.execute(SET_WINDOW, parameters=_window(None, None))
+                    cur.execute(SET_WINDOW, parameters=_window(since, None))
                     cur.fetchall()
                     cur.execute(fingerprint_query(spec), parameters=(first_day, last_day))
                     days = {day: (int(n), str(h)) for day, n, h in cur.fetchall()}
