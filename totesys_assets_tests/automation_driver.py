@@ -7,6 +7,7 @@ under the real daemon.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,8 @@ class Driver:
         """One tick of the change sensor: its observations are stored and its run requests run, as
         the daemon does. Returns what the requested runs materialised."""
         sensor_resources = {k: self.resources[k] for k in ("source", "lake")}
+        if self.sensor_cursor:  # ticks at least an interval apart, as the daemon's: no pacing
+            self.sensor_cursor = json.dumps({**json.loads(self.sensor_cursor), "check_at": None})
         with dg.build_sensor_context(
             instance=self.instance, resources=sensor_resources, cursor=self.sensor_cursor
         ) as context:

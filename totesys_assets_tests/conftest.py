@@ -24,15 +24,23 @@ REFERENCE_DIR = Path(
 
 # Files whose tests share the session-scoped real-export fixtures: one xdist worker runs them all,
 # so the real export is backfilled once per suite, not once per worker. Every other file is its own
-# group, as `--dist loadfile` would make it (module-scoped fixtures are built once).
+# unit of work, as `--dist loadfile` makes it (module-scoped fixtures are built once).
 REAL_EXPORT_FILES = {"test_raw_assets.py", "test_star_assets.py", "test_dashboard.py"}
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("real_export" if name in REAL_EXPORT_FILES else name))
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile`, with the real-export files as one unit (xdist's `loadgroup` marks do not
+    group under pytest 9: they rename node ids, which pytest no longer lets a plugin do)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RealExportTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "real_export" if Path(path).name in REAL_EXPORT_FILES else path
+
+    return RealExportTogether(config, log)
 
 
 def reference_path(*parts: str) -> Path:

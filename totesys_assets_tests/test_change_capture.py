@@ -273,8 +273,11 @@ def test_ticks_compare_the_last_days_and_the_whole_history_every_full_check(pg, 
     last = daily_partitions.get_last_partition_key()
     assert materialize_range(raw_assets, resources, first, last, instance=instance).success
     cursor: list[str | None] = [None]
+    paced = [False]
 
     def tick():
+        if cursor[0] and not paced[0]:  # ticks as far apart as the daemon's: no pacing
+            cursor[0] = json.dumps({**json.loads(cursor[0]), "check_at": None})
         sensor_resources = {"source": resources["source"], "lake": resources["lake"]}
         with dg.build_sensor_context(instance=instance, resources=sensor_resources, cursor=cursor[0]) as ctx:
             result = source_fingerprint_sensor(ctx)
@@ -289,6 +292,13 @@ def test_ticks_compare_the_last_days_and_the_whole_history_every_full_check(pg, 
     assert "the whole history" in tick().skip_message  # the first tick checks everything
     since = recent_start()
     assert since is not None and f"the days from {since}" in tick().skip_message
+    # A slow check paces the next one: checking takes at most CHECK_SHARE of the source's time.
+    state = json.loads(cursor[0])
+    slow = {**state, "check_s": 100.0, "check_at": datetime.now(UTC).isoformat()}
+    cursor[0], paced[0] = json.dumps(slow), True
+    assert "the last check took 100.0 s" in tick().skip_message
+    assert json.loads(cursor[0]) == slow  # nothing compared, nothing remembered
+    cursor[0], paced[0] = json.dumps(state), False
 
     with psycopg.connect(url, autocommit=True) as conn:
         old_day = conn.execute(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -34,6 +35,9 @@ CHAIN_TRIGGER = "source_change"
 # versions land there); every TOTESYS_FULL_CHECK_S it compares the whole history (in-place changes
 # to old rows, deletions, rows dated before the first partition).
 RECENT_DAYS = 2
+# A recent-days check scans each table (the source has no index on last_updated to use): on a
+# large source it waits so that checking takes at most this share of the source's time.
+CHECK_SHARE = 0.25
 _STAR = [*dimension_assets, *fact_assets]
 
 _IN_FLIGHT = [
@@ -107,7 +111,16 @@ def source_fingerprint_sensor(context: dg.SensorEvaluationContext, source: Totes
     full = full_at is None or now - datetime.fromisoformat(full_at) >= timedelta(seconds=full_check_s())
     since = None if full else recent_start()
     full = since is None
+    last_s, last_at = state.get("check_s", 0.0), state.get("check_at")
+    if (
+        not full
+        and last_at
+        and (now - datetime.fromisoformat(last_at)).total_seconds() < last_s / CHECK_SHARE
+    ):
+        return dg.SkipReason(f"the last check took {last_s:.1f} s; the next one waits (CHECK_SHARE)")
+    started = time.monotonic()
     changed = detect_changes(source, lake, since=since)
+    check_s = time.monotonic() - started
     # Days never loaded belong to the history backfill (raw/conditions.py), not to change capture.
     latest = daily_partitions.get_last_partition_key()
     for table, days in changed.items():
@@ -125,6 +138,12 @@ def source_fingerprint_sensor(context: dg.SensorEvaluationContext, source: Totes
     }
     new = {t: days for t, days in new.items() if days}
     state = {"reported": current, "full_at": now.isoformat() if full else full_at}
+    # (the whole-history check has its own cadence; only a recent-days check paces the next one)
+    state |= (
+        {"check_at": last_at, "check_s": last_s}
+        if full
+        else {"check_at": now.isoformat(), "check_s": round(check_s, 3)}
+    )
     context.update_cursor(json.dumps(state, sort_keys=True))
     if not new:
         checked = "the whole history" if full else f"the days from {since}"
