@@ -621,13 +621,12 @@ def stage_breakdown(runs: list[RunTiming], visible: float, day: str) -> dict[str
         _put(out, "chain_started", chain.started)
         _put(out, "chain_done", chain.ended)
         out["visible"] = visible
-        for name, a, b in (
+        _spans(
+            out,
             ("chain_queue", "chain_requested", "chain_started"),
             ("chain_run", "chain_started", "chain_done"),
             ("chain_done_to_visible", "chain_done", "visible"),
-        ):
-            if a in out and b in out:
-                out[name] = out[b] - out[a]
+        )
         return out
     raw = next((r for r in reversed(runs) if r.kind == "raw" and r.partition == day), None)
     facts = next(
@@ -647,20 +646,26 @@ def stage_breakdown(runs: list[RunTiming], visible: float, day: str) -> dict[str
         out["facts_requested"] = facts.created
         _put(out, "facts_started", facts.started)
     out["visible"] = visible
-    for name, a, b in (
+    _spans(
+        out,
         ("raw_queue", "raw_requested", "raw_started"),
         ("raw_run", "raw_started", "raw_done"),
         ("facts_queue", "facts_requested", "facts_started"),
         ("facts_start_to_visible", "facts_started", "visible"),
-    ):
-        if a in out and b in out:
-            out[name] = out[b] - out[a]
+    )
     if dims and dims[0].started is not None:
         out["dims_queue"] = dims[0].started - dims[0].created
         runs_done = [d.ended - d.started for d in dims if d.started is not None and d.ended is not None]
         if runs_done:
             out["dims_run"] = sum(runs_done)
     return out
+
+
+def _spans(out: dict[str, float], *spans: tuple[str, str, str]) -> None:
+    """Each (name, from, to) whose two milestones are known: the seconds between them."""
+    for name, a, b in spans:
+        if a in out and b in out:
+            out[name] = out[b] - out[a]
 
 
 def _put(out: dict[str, float], key: str, value: float | None) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import dagster as dg
@@ -100,6 +101,34 @@ def test_objects_without_capture_metadata_read_as_legacy_versions(tmp_path):
 # --- the detector, against a real source, a real S3 API and real Dagster runs ---------------------
 
 
+def _change_the_oldest_order(conn) -> str:
+    """An in-place change that leaves last_updated alone; returns the order's day."""
+    return conn.execute(
+        "UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = "
+        "(SELECT min(sales_order_id) FROM sales_order) RETURNING last_updated::date::text"
+    ).fetchone()[0]
+
+
+class Ticks:
+    """The change sensor's ticks on one instance, carrying its cursor; as far apart as the daemon's
+    (no pacing) unless `paced`."""
+
+    def __init__(self, instance: dg.DagsterInstance, resources: dict):
+        self.instance, self.resources, self.cursor = instance, resources, None
+
+    def __call__(self, *, paced: bool = False):
+        from totesys_assets.automation.change_sensor import source_fingerprint_sensor
+
+        if self.cursor and not paced:
+            self.cursor = json.dumps({**json.loads(self.cursor), "check_at": None})
+        with dg.build_sensor_context(
+            instance=self.instance, resources=self.resources, cursor=self.cursor
+        ) as ctx:
+            result = source_fingerprint_sensor(ctx)
+            self.cursor = ctx.cursor
+        return result
+
+
 def _requested(result, keys) -> dict[str, set[str]]:
     return {k.path[-1]: set(result.get_requested_partitions(k)) - {None} for k in keys}
 
@@ -109,7 +138,6 @@ def test_the_detector_finds_exactly_the_changed_days_and_automation_requests_onl
     reported as observations (the `check_source_history` path) make automation request only them."""
     import psycopg
 
-    from totesys_assets.automation.change_sensor import source_fingerprint_sensor
     from totesys_assets.partitions import daily_partitions
     from totesys_assets.raw.assets import raw_asset_key, raw_assets
     from totesys_assets.raw.detector import detect_changes, observations, source_assets
@@ -129,22 +157,12 @@ def test_the_detector_finds_exactly_the_changed_days_and_automation_requests_onl
     lake = LakeResource(url=f"s3://{bucket}/t", s3=S3Resource())
     resources = {"source": TotesysSource(url=url), "lake": lake}
 
-    cursor: list[str | None] = [None]
-
-    def tick():
-        with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor[0]) as context:
-            result = source_fingerprint_sensor(context)
-            cursor[0] = context.cursor
-            return result
-
+    tick = Ticks(instance, resources)
     assert isinstance(tick(), dg.SkipReason)  # an unchanged source: nothing differs
 
     with psycopg.connect(url, autocommit=True) as conn:
         # an in-place change that leaves last_updated alone, and a deletion
-        order_day = conn.execute(
-            "UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = "
-            "(SELECT min(sales_order_id) FROM sales_order) RETURNING last_updated::date::text"
-        ).fetchone()[0]
+        order_day = _change_the_oldest_order(conn)
         payment_day = conn.execute(
             "DELETE FROM payment WHERE payment_id = (SELECT max(payment_id) FROM payment) "
             "RETURNING least(last_updated::date, %s::date)::text",
@@ -251,12 +269,11 @@ def test_a_chain_run_reads_exactly_what_depends_on_the_changed_tables():
 def test_ticks_compare_the_last_days_and_the_whole_history_every_full_check(pg, tmp_path, monkeypatch):
     """A change today is found by the next tick; an in-place change to an old row by the next check
     of the whole history (TOTESYS_FULL_CHECK_S after the previous one)."""
-    import json
     from datetime import UTC, datetime, timedelta
 
     import psycopg
 
-    from totesys_assets.automation.change_sensor import recent_start, source_fingerprint_sensor
+    from totesys_assets.automation.change_sensor import recent_start
     from totesys_assets.partitions import daily_partitions
     from totesys_assets.raw.assets import raw_assets
     from totesys_assets.resources.config import build_resources
@@ -272,17 +289,7 @@ def test_ticks_compare_the_last_days_and_the_whole_history_every_full_check(pg, 
     resources = build_resources()
     last = daily_partitions.get_last_partition_key()
     assert materialize_range(raw_assets, resources, first, last, instance=instance).success
-    cursor: list[str | None] = [None]
-    paced = [False]
-
-    def tick():
-        if cursor[0] and not paced[0]:  # ticks as far apart as the daemon's: no pacing
-            cursor[0] = json.dumps({**json.loads(cursor[0]), "check_at": None})
-        sensor_resources = {"source": resources["source"], "lake": resources["lake"]}
-        with dg.build_sensor_context(instance=instance, resources=sensor_resources, cursor=cursor[0]) as ctx:
-            result = source_fingerprint_sensor(ctx)
-            cursor[0] = ctx.cursor
-            return result
+    tick = Ticks(instance, {"source": resources["source"], "lake": resources["lake"]})
 
     def changed_days(result) -> set[str]:
         assert isinstance(result, dg.SensorResult), result
@@ -293,18 +300,14 @@ def test_ticks_compare_the_last_days_and_the_whole_history_every_full_check(pg, 
     since = recent_start()
     assert since is not None and f"the days from {since}" in tick().skip_message
     # A slow check paces the next one: checking takes at most CHECK_SHARE of the source's time.
-    state = json.loads(cursor[0])
+    state = json.loads(tick.cursor)
     slow = {**state, "check_s": 100.0, "check_at": datetime.now(UTC).isoformat()}
-    cursor[0], paced[0] = json.dumps(slow), True
-    assert "the last check took 100.0 s" in tick().skip_message
-    assert json.loads(cursor[0]) == slow  # nothing compared, nothing remembered
-    cursor[0], paced[0] = json.dumps(state), False
+    tick.cursor = json.dumps(slow)
+    assert "the last check took 100.0 s" in tick(paced=True).skip_message
+    assert json.loads(tick.cursor) == slow  # nothing compared, nothing remembered
 
     with psycopg.connect(url, autocommit=True) as conn:
-        old_day = conn.execute(
-            "UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = "
-            "(SELECT min(sales_order_id) FROM sales_order) RETURNING last_updated::date::text"
-        ).fetchone()[0]
+        old_day = _change_the_oldest_order(conn)
         today = conn.execute(
             "UPDATE payment SET paid = NOT paid WHERE payment_id = "
             "(SELECT max(payment_id) FROM payment WHERE last_updated >= now() - interval '1 day') "
@@ -313,8 +316,8 @@ def test_ticks_compare_the_last_days_and_the_whole_history_every_full_check(pg, 
         ).fetchone()[0]
     assert old_day < since <= today
     assert changed_days(tick()) == {today}  # recent: today's change only
-    state = json.loads(cursor[0])
+    state = json.loads(tick.cursor)
     state["full_at"] = (datetime.now(UTC) - timedelta(seconds=601)).isoformat()
-    cursor[0] = json.dumps(state)
+    tick.cursor = json.dumps(state)
     assert changed_days(tick()) == {old_day}  # the whole history: the old change, today's reported already
     assert "the days from" in tick().skip_message  # both reported; recent ticks again
