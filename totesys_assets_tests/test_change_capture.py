@@ -134,8 +134,8 @@ def _requested(result, keys) -> dict[str, set[str]]:
 
 
 def test_the_detector_finds_exactly_the_changed_days_and_automation_requests_only_them(pg, s3, monkeypatch):
-    """The sensor requests one run over exactly the changed tables and days; the same days
-    reported as observations (the `check_source_history` path) make automation request only them."""
+    """Before the dimensions were first loaded the sensor reports exactly the changed days as
+    observations (as `check_source_history` does), and automation requests only them."""
     import psycopg
 
     from totesys_assets.partitions import daily_partitions
@@ -172,17 +172,14 @@ def test_the_detector_finds_exactly_the_changed_days_and_automation_requests_onl
     keys = [raw_asset_key(t) for t in SOURCE_TABLES]
     defs = dg.Definitions(assets=[*source_assets, *raw_assets], resources=build_resources())
     before = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    # No dimension was ever loaded (a first start): the days go to automation, which orders the
+    # history, as observations of the source assets.
     result = tick()
-    assert isinstance(result, dg.SensorResult) and not result.asset_events
-    (request,) = result.run_requests
-    first_day, last_day = sorted([order_day, payment_day])
-    assert request.partition_key_range == dg.PartitionKeyRange(first_day, last_day)
-    assert {k.to_user_string() for k in request.asset_selection} == {
-        "raw/sales_order", "raw/payment", "dim_date", "fact_sales_order", "fact_payment",
-    }  # fmt: skip
-    events = observations(detect_changes(resources["source"], lake))
+    assert isinstance(result, dg.SensorResult) and not result.run_requests
+    events = result.asset_events
     observed = {(e.asset_key.path[-1], e.partition) for e in events}
     assert observed == {("sales_order", order_day), ("payment", payment_day)}
+    assert events == observations(detect_changes(resources["source"], lake))  # as check_source_history
     for event in events:
         instance.report_runless_asset_event(event)
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=before.cursor)
@@ -277,6 +274,7 @@ def test_ticks_compare_the_last_days_and_the_whole_history_every_full_check(pg, 
     from totesys_assets.partitions import daily_partitions
     from totesys_assets.raw.assets import raw_assets
     from totesys_assets.resources.config import build_resources
+    from totesys_assets.star.assets import dimension_assets
     from totesys_assets_tests.helpers import materialize_range
 
     url, _ = pg.new_source("tiers", seed=3, days=6)
@@ -289,6 +287,9 @@ def test_ticks_compare_the_last_days_and_the_whole_history_every_full_check(pg, 
     resources = build_resources()
     last = daily_partitions.get_last_partition_key()
     assert materialize_range(raw_assets, resources, first, last, instance=instance).success
+    # The dimensions count as loaded (this test has no warehouse): changes then go as one run.
+    for ad in dimension_assets:
+        instance.report_runless_asset_event(dg.AssetMaterialization(ad.key))
     tick = Ticks(instance, {"source": resources["source"], "lake": resources["lake"]})
 
     def changed_days(result) -> set[str]:

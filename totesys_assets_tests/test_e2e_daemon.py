@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import time
 
+import dagster as dg
 import pytest
 
 from totesys_assets_tests.e2e_support import (
+    AUTOMATION_SENSOR,
     CHANGE_SENSOR,
     DagsterDev,
     catch_up_headlessly,
@@ -32,6 +34,7 @@ from totesys_assets_tests.e2e_support import (
     wait_until_quiet,
 )
 
+MATERIALIZED = dg.DagsterEventType.ASSET_MATERIALIZATION
 CHANGES = 2
 LATENCY_BOUND_S = 240  # generous: the path is well under it even on a busy 2-CPU machine
 SETTLE_TIMEOUT_S = 300
@@ -104,7 +107,17 @@ def test_source_changes_reach_the_warehouse_under_the_daemon(
                 assert run.kind == "chain", format_runs(m.runs)
                 assert {"raw/sales_order", "fact_sales_order", "dim_date"} <= set(run.assets), run.assets
             wait_until_quiet(instance, timeout=SETTLE_TIMEOUT_S)
-            assert runs_since(instance, t_dev)[-1].run_id == runs[-1].run_id, "automation ran after the chain"
+            since_dev = runs_since(instance, t_dev)
+            ids = [r.run_id for r in since_dev]
+            after = since_dev[ids.index(runs[-1].run_id) + 1 :]
+            # Under load an automation evaluation can interleave with the chain run so that it
+            # sees the raw change but not the fact's load (docs/decisions.md, "Known limits"); it
+            # then reloads the fact day once more, which must add nothing.
+            for extra in after:
+                assert extra.kind == "facts" and extra.trigger == AUTOMATION_SENSOR, format_runs(after)
+                for event in instance.get_records_for_run(extra.run_id, of_type=MATERIALIZED).records:
+                    meta = event.event_log_entry.asset_materialization.metadata  # type: ignore[union-attr]
+                    assert meta["rows_inserted"].value == 0, format_runs(after)
 
             # The webserver (GraphQL) sees the same runs under the same sensors.
             for sensor in (CHANGE_SENSOR,):

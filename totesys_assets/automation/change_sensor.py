@@ -5,8 +5,9 @@ last few days every tick, the whole history every TOTESYS_FULL_CHECK_S (10 minut
 the differing days lie within `CHAIN_MAX_DAYS` of each other, the tick requests one run over them
 that materialises the changed raw tables, the dimensions that read them and the facts of those
 days, in dependency order: a change reaches `fact_*` in one run instead of three. Changes spread
-wider (an old in-place correction found alongside today's orders) are reported as observations of
-the source assets instead, and automation re-captures them day by day (raw/conditions.py).
+wider (an old in-place correction found alongside today's orders), or found before every dimension
+was first loaded, are reported as observations of the source assets instead, and automation
+re-captures them in order (raw/conditions.py, star/conditions.py).
 """
 
 from __future__ import annotations
@@ -64,6 +65,16 @@ def recent_start(today: date | None = None) -> str | None:
     start = ((today or datetime.now(UTC).date()) - timedelta(days=RECENT_DAYS)).isoformat()
     assert first
     return start if start > first else None
+
+
+def star_loaded(instance: dg.DagsterInstance) -> bool:
+    """Every dimension loaded at least once, so a chain run's facts find the rows they reference.
+    Before that (a first start) the history backfill orders dimensions before facts."""
+    return all(
+        instance.get_latest_materialization_event(key) is not None
+        for ad in dimension_assets
+        for key in ad.keys
+    )
 
 
 def chain_selection(tables: set[str]) -> list[dg.AssetKey]:
@@ -150,7 +161,7 @@ def source_fingerprint_sensor(context: dg.SensorEvaluationContext, source: Totes
         waiting = f"; {len(current)} day(s) reported earlier still differ" if current else ""
         return dg.SkipReason(f"no source day changed since the last tick (checked {checked}{waiting})")
     summary = ", ".join(f"{t}: {len(d)}" for t, d in sorted(new.items()))
-    request = chain_request(new)
+    request = chain_request(new) if star_loaded(context.instance) else None
     if request is None:
         context.log.info(f"days that differ from the lake, for automation: {summary}")
         return dg.SensorResult(asset_events=observations(new))
