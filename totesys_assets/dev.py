@@ -85,6 +85,17 @@ def prepare_embedded() -> None:
         print("totesys-dev: embedded warehouse ready:", embedded.warehouse_url())
 
 
+# Options of `dagster dev` that name the code to load; without one, totesys-dev names it, so it
+# works from any directory (not only from the clone, where pyproject's [tool.dagster] names it).
+TARGET_OPTIONS = ("-m", "--module-name", "-f", "--python-file", "-w", "--workspace", "--package-name")
+
+
+def dev_args(args: list[str]) -> list[str]:
+    """The `dagster dev` arguments: the user's, with the code location added if they name none."""
+    names_target = any(a.split("=")[0] in TARGET_OPTIONS for a in args)
+    return ["dev", *args] if names_target else ["dev", "-m", "totesys_assets.definitions", *args]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     prepare_embedded()
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     path = ensure_instance(home)
     print(f"totesys-dev: Dagster instance in {home} ({path.name}); the embedded data in {totesys_home()}")
     dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
-    os.execv(dagster, [dagster, "dev", *args])
+    os.execv(dagster, [dagster, *dev_args(args)])
 
 
 if __name__ == "__main__":

@@ -170,3 +170,13 @@ def test_totesys_dev_fills_the_warehouse_by_itself_from_an_empty_state(tmp_path,
         )
         with capsys.disabled():
             print("\n" + "\n".join(report))
+
+
+def test_totesys_dev_names_the_code_location_unless_the_user_does():
+    """From any directory (outside the clone no pyproject names it), and never over the user's choice."""
+    from totesys_assets.dev import dev_args
+
+    assert dev_args([]) == ["dev", "-m", "totesys_assets.definitions"]
+    assert dev_args(["-p", "3001"]) == ["dev", "-m", "totesys_assets.definitions", "-p", "3001"]
+    assert dev_args(["-w", "workspace.yaml"]) == ["dev", "-w", "workspace.yaml"]
+    assert dev_args(["--module-name=other"]) == ["dev", "--module-name=other"]
