@@ -19,6 +19,12 @@ from totesys_assets.raw.detector import source_assets
 from totesys_assets_tests.helpers import failure_text, materialize_range
 
 
+def unpaced(cursor: str | None) -> str | None:
+    """The change sensor's cursor as if its last check were long ago: ticks as far apart as the
+    daemon's, which its pacing (CHECK_SHARE) would not hold back."""
+    return json.dumps({**json.loads(cursor), "check_at": None}) if cursor else cursor
+
+
 @dataclass
 class Driver:
     """The change sensor and the automation over one instance; `settle()` runs them to quiet."""
@@ -41,8 +47,7 @@ class Driver:
         """One tick of the change sensor: its observations are stored and its run requests run, as
         the daemon does. Returns what the requested runs materialised."""
         sensor_resources = {k: self.resources[k] for k in ("source", "lake")}
-        if self.sensor_cursor:  # ticks at least an interval apart, as the daemon's: no pacing
-            self.sensor_cursor = json.dumps({**json.loads(self.sensor_cursor), "check_at": None})
+        self.sensor_cursor = unpaced(self.sensor_cursor)
         with dg.build_sensor_context(
             instance=self.instance, resources=sensor_resources, cursor=self.sensor_cursor
         ) as context:
@@ -55,15 +60,7 @@ class Driver:
         ran: list[tuple[str, str | None]] = []
         self.sensor_runs = []
         for request in result.run_requests or []:
-            run = dg.materialize(
-                self.assets,
-                resources=self.resources,
-                selection=request.asset_selection,
-                partition_key=request.partition_key,
-                tags=request.tags,
-                instance=self.instance,
-                raise_on_error=False,
-            )
+            run = self._materialize(request.asset_selection, request.partition_key, tags=request.tags)
             assert run.success, failure_text([run])
             self.sensor_runs.append(run)
             ran += sorted(
@@ -144,12 +141,15 @@ class Driver:
             ]
         assert all(r.success for r in results), failure_text(results)
 
-    def _materialize(self, selection: dg.AssetSelection, day: str | None = None) -> dg.ExecuteInProcessResult:
+    def _materialize(
+        self, selection, day: str | None = None, tags: dict | None = None
+    ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             self.assets,
             resources=self.resources,
             selection=selection,
             partition_key=day,
+            tags=tags,
             instance=self.instance,
             raise_on_error=False,
         )

@@ -118,9 +118,10 @@ class Ticks:
 
     def __call__(self, *, paced: bool = False):
         from totesys_assets.automation.change_sensor import source_fingerprint_sensor
+        from totesys_assets_tests.automation_driver import unpaced
 
-        if self.cursor and not paced:
-            self.cursor = json.dumps({**json.loads(self.cursor), "check_at": None})
+        if not paced:
+            self.cursor = unpaced(self.cursor)
         with dg.build_sensor_context(
             instance=self.instance, resources=self.resources, cursor=self.cursor
         ) as ctx:
