@@ -13,13 +13,21 @@ from dagster._core.storage.tags import (
     PARTITION_NAME_TAG,
 )
 
-from totesys_assets.settings import partitions_start_date
+from totesys_assets.settings import chunk_days, partitions_start_date
 
 # Keys are YYYY-MM-DD days of `last_updated` (UTC; the source stores naive timestamps).
 # end_offset=1 includes the current, still-open day so it can be refreshed during the day.
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=partitions_start_date(), end_offset=1, timezone="UTC", fmt="%Y-%m-%d"
 )
+
+
+def day_chunks(days: Sequence[str], size: int | None = None) -> list[list[str]]:
+    """The run's days (oldest first) in consecutive chunks of at most `size` days (default
+    TOTESYS_CHUNK_DAYS), which long runs extract, transform and load one at a time. Chunks are
+    whole days: a day is the lake's object and the unit every merge works on."""
+    size = size or chunk_days()
+    return [list(days[i : i + size]) for i in range(0, len(days), size)]
 
 
 def open_ends(days: Sequence[str]) -> tuple[bool, bool]:

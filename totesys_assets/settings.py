@@ -34,6 +34,21 @@ def partitions_start_date() -> str:
     return env_or_none(ENV_START_DATE) or DEFAULT_START_DATE
 
 
+ENV_CHUNK_DAYS = "TOTESYS_CHUNK_DAYS"
+# A month: a run's memory is bounded by a month of rows, not by the history (docs/decisions.md).
+DEFAULT_CHUNK_DAYS = 31
+
+
+def chunk_days() -> int:
+    """Days a long run extracts, transforms and loads at a time (TOTESYS_CHUNK_DAYS)."""
+    raw = env_or_none(ENV_CHUNK_DAYS)
+    if raw is None:
+        return DEFAULT_CHUNK_DAYS
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{ENV_CHUNK_DAYS} must be a whole number of days of at least 1, got {raw!r}")
+    return int(raw)
+
+
 def lake_location() -> str:
     """Where the lake lives, for display: `s3://bucket/prefix` or the local folder (no secrets)."""
     url = env_or_none(ENV_LAKE_URL)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from totesys_assets.partitions import add_partition_metadata, daily_partitions, open_ends
+from totesys_assets.partitions import add_partition_metadata, daily_partitions, day_chunks, open_ends
 from totesys_assets.pipelining import read_ahead
 from totesys_assets.raw.conditions import raw_condition
 from totesys_assets.resources.lake import (
@@ -30,7 +30,7 @@ from totesys_assets.resources.lake import (
     latest_captured,
     split_raw_days,
 )
-from totesys_assets.resources.source import TotesysSource
+from totesys_assets.resources.source import SourceSnapshot, TotesysSource
 from totesys_assets.settings import lake_kind, lake_location
 from totesys_assets.specs import SOURCE_TABLES, TableSpec
 
@@ -173,37 +173,71 @@ def raw_extract(
     def extract(spec: TableSpec) -> _Extract:
         started = time.monotonic()
         recorded = lake.read_fingerprints(spec.name)
-        frame, by_source = source.extract_with_fingerprints(
-            spec, None if open_start else window.start, None if open_end else window.end, first_key, last_key
-        )
-        fingerprints = {d: Fingerprint(*by_source.get(d, (0, "0"))) for d in days}
-        version, unchanged = data_version_for(days, fingerprints, recorded)
-        changed = [d for d in days if d not in unchanged]
-        # Days the lake does not hold yet are encoded here, off the thread Dagster records on.
-        present = set(lake.raw_days(spec.name)).intersection(changed) if changed else set()
-        new_days = set(changed) - present if encode_ahead else set()
-        by_day = split_raw_days(
-            spec,
-            frame,
-            days,
-            encode_days=new_days,
-            captured_at=captured_at,
-            open_start=open_start,
-            open_end=open_end,
-        )
-        # Keys a changed day held that its extract lacks: deleted at the source, or moved away.
-        existing = lake.read_raw_days(spec.name, sorted(present))
-        candidates = {d: tombstone_candidates(spec, existing[d].frame, by_day[d]) for d in existing}
-        still_there = source.existing_ids(spec, sorted({k for ks in candidates.values() for k in ks}))
-        by_day.gone = {d: [k for k in ks if k not in still_there] for d, ks in candidates.items()}
-        by_day.unchanged, by_day.existing = unchanged, existing
+        chunks = day_chunks(days)
+        with source.snapshot(spec) as snap:
+            by_source = snap.fingerprints(
+                None if open_start else window.start, None if open_end else window.end, first_key, last_key
+            )
+            fingerprints = {d: Fingerprint(*by_source.get(d, (0, "0"))) for d in days}
+            version, unchanged = data_version_for(days, fingerprints, recorded)
+            changed = [d for d in days if d not in unchanged]
+            present = set(lake.raw_days(spec.name)).intersection(changed) if changed else set()
+            if len(chunks) == 1:
+                by_day = extract_days(snap, spec, chunks[0], unchanged, present, 0)
+            else:
+                # A long range a chunk of days at a time, from the same snapshot as the
+                # fingerprints; a chunk whose days all kept their fingerprint is not read at all.
+                by_day = RawDays({}, captured_at=captured_at)
+                for n, chunk in enumerate(chunks):
+                    if set(chunk) <= unchanged:
+                        continue
+                    part = extract_days(snap, spec, chunk, unchanged, present, n, len(chunks))
+                    by_day.spool_days(part)
+                    by_day.gone.update(part.gone)
+        by_day.unchanged = unchanged
         by_day.fingerprints = {
             d: Fingerprint(fp.rows, fp.hash, version.value) for d, fp in fingerprints.items()
         }
-        return _Extract(spec, by_day, frame.height, version, time.monotonic() - started, len(changed))
+        rows = sum(fp.rows for fp in fingerprints.values())
+        return _Extract(spec, by_day, rows, version, time.monotonic() - started, len(changed))
+
+    def extract_days(
+        snap: SourceSnapshot,
+        spec: TableSpec,
+        chunk: list[str],
+        unchanged: set[str],
+        present: set[str],
+        n: int,
+        of: int = 1,
+    ) -> RawDays:
+        """The rows of a chunk of the run's days (the `n`th of `of`), split into days, the new
+        days encoded, the keys of the stored days that the source lost."""
+        first, last = n == 0 and open_start, n == of - 1 and open_end
+        start = None if first else daily_partitions.time_window_for_partition_key(chunk[0]).start
+        end = None if last else daily_partitions.time_window_for_partition_key(chunk[-1]).end
+        frame = snap.extract(start, end)
+        # Days the lake does not hold yet are encoded here, off the thread Dagster records on.
+        new_days = set(chunk) - present - unchanged if encode_ahead or of > 1 else set()
+        by_day = split_raw_days(
+            spec, frame, chunk, encode_days=new_days, captured_at=captured_at, open_start=first, open_end=last
+        )
+        del frame
+        # Keys a changed day held that its extract lacks: deleted at the source, or moved away.
+        existing = lake.read_raw_days(spec.name, sorted(present.intersection(chunk)))
+        candidates = {d: tombstone_candidates(spec, existing[d].frame, by_day[d]) for d in existing}
+        still_there = source.existing_ids(spec, sorted({k for ks in candidates.values() for k in ks}))
+        by_day.gone = {d: [k for k in ks if k not in still_there] for d, ks in candidates.items()}
+        if of == 1:
+            by_day.existing = existing
+        return by_day
 
     span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
-    context.log.info(f"extracting {len(selected)} table(s) for {len(days)} day(s) {span}")
+    chunked = (
+        f" in {len(chunks)} chunks of up to {len(chunks[0])} days"
+        if len(chunks := day_chunks(days)) > 1
+        else ""
+    )
+    context.log.info(f"extracting {len(selected)} table(s) for {len(days)} day(s) {span}{chunked}")
     for n, done in enumerate(read_ahead(selected, extract, ahead=READ_AHEAD, workers=EXTRACT_WORKERS), 1):
         spec, key = done.spec, raw_asset_key(done.spec.name)
         context.log.info(
@@ -215,7 +249,7 @@ def raw_extract(
         # version for all partitions of a run (`data_version_for`).
         add_partition_metadata(
             context,
-            {day: {"dagster/row_count": part.height} for day, part in done.by_day.items()},
+            {day: {"dagster/row_count": done.by_day.fingerprints[day].rows} for day in days},
             asset_key=key,
         )
         with warnings.catch_warnings():  # data versions on outputs are beta in Dagster 1.13; we rely on them

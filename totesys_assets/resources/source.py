@@ -8,6 +8,7 @@ source is timestamp(3)), so the lake holds the source values as they are.
 import contextlib
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
@@ -222,17 +223,19 @@ class TotesysSource(dg.ConfigurableResource):
     ) -> tuple[pl.DataFrame, dict[str, tuple[int, str]]]:
         """`extract`, and in the same snapshot the per-day fingerprints of those rows (days clamped
         to [first_day, last_day], see `fingerprint_query`)."""
+        with self.snapshot(spec) as snap:
+            return snap.extract(start, end), snap.fingerprints(start, end, first_day, last_day)
+
+    @contextlib.contextmanager
+    def snapshot(self, spec: TableSpec) -> Iterator["SourceSnapshot"]:
+        """One table read in one transaction (repeatable read): its fingerprints and extracts of
+        any windows of it, all from the same snapshot (a long range extracted a month at a time
+        stays consistent with the fingerprints recorded for it)."""
         with self.connect() as conn:
             self.check_schema(conn, [spec])
             with conn.cursor() as cur:
-                cur.execute(SET_WINDOW, parameters=_window(start, end))
-                cur.fetchall()
-                cur.execute(extract_query(spec))
-                table = cur.fetch_arrow_table()
-                cur.execute(fingerprint_query(spec), parameters=(first_day, last_day))
-                fingerprints = {day: (int(n), str(h)) for day, n, h in cur.fetchall()}
+                yield SourceSnapshot(spec, cur)
             conn.commit()
-        return to_lake_frame(spec, pl.from_arrow(table)), fingerprints  # type: ignore[arg-type]
 
     def fingerprints(
         self, specs: list[TableSpec], first_day: str, last_day: str, since: datetime | None = None
@@ -281,6 +284,33 @@ class TotesysSource(dg.ConfigurableResource):
             cur.execute(query)
             rows = cur.fetchall()
         return {t: m for t, m in rows}
+
+
+class SourceSnapshot:
+    """Reads of one table within one source transaction (`TotesysSource.snapshot`)."""
+
+    def __init__(self, spec: TableSpec, cursor: Any):
+        self.spec = spec
+        self._cur = cursor
+
+    def _set_window(self, start: datetime | None, end: datetime | None) -> None:
+        self._cur.execute(SET_WINDOW, parameters=_window(start, end))
+        self._cur.fetchall()
+
+    def extract(self, start: datetime | None, end: datetime | None) -> pl.DataFrame:
+        """The rows with last_updated in [start, end) (None: unbounded), in the lake schema plus
+        the source's row hash `_row_hash`."""
+        self._set_window(start, end)
+        self._cur.execute(extract_query(self.spec))
+        return to_lake_frame(self.spec, pl.from_arrow(self._cur.fetch_arrow_table()))  # type: ignore[arg-type]
+
+    def fingerprints(
+        self, start: datetime | None, end: datetime | None, first_day: str, last_day: str
+    ) -> dict[str, tuple[int, str]]:
+        """day -> (rows, hash) of the rows in [start, end), days clamped to [first_day, last_day]."""
+        self._set_window(start, end)
+        self._cur.execute(fingerprint_query(self.spec), parameters=(first_day, last_day))
+        return {day: (int(n), str(h)) for day, n, h in self._cur.fetchall()}
 
 
 FINGERPRINT_CONNECTIONS = 2

@@ -7,17 +7,19 @@ The three facts are separate assets loaded by one step (`facts_load`), pipelined
 """
 
 import io
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from psycopg import sql
 from pydantic import Field
 
-from totesys_assets.partitions import daily_partitions
+from totesys_assets.partitions import daily_partitions, day_chunks
 from totesys_assets.pipelining import concurrently
 from totesys_assets.raw.assets import OWNERS, raw_asset_key
 from totesys_assets.resources.lake import LakeResource, frame_to_parquet
@@ -284,42 +286,66 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
     def load(table: StarTable) -> _FactLoad:
         spec = table.spec
         keys = warehouse.dimension_keys(spec.name)
-        with one_transform:
-            # A version that cannot be loaded (a bad date, a NULL, a value without its dimension
-            # row) is set aside into the quarantine, the others load: one bad version does not hold
-            # back the day. The `no_rejected_versions` check fails, naming it, until a corrected
-            # version is loaded.
-            raw = lake.read_raw(table.sources[0], days)
-            split = transforms.split_fact(spec.name, raw, keys)
-            deletions = transforms.fact_deletions(spec.name, raw)
-            del raw
-        frame = split.frame
-        if split.rejected_versions:
-            warehouse.record_rejections(spec.name, split.rejected)
-            first = split.rejected.row(0, named=True)
+        rejected: list[pl.DataFrame] = []
+        deletions: list[pl.DataFrame] = []
+        rows = 0
+
+        def chunks(spool: Path) -> Iterator[pl.DataFrame]:
+            """The fact's rows a month of days at a time (bounded memory), oldest first; each
+            chunk's processed-zone objects wait in `spool` until the warehouse has committed."""
+            nonlocal rows
+            raws = lake.read_raw_chunks(table.sources[0], day_chunks(days))
+            while True:
+                with one_transform:
+                    raw = next(raws, None)
+                    if raw is None:
+                        return
+                    # A version that cannot be loaded (a bad date, a NULL, a value without its
+                    # dimension row) is set aside into the quarantine, the others load: one bad
+                    # version does not hold back the day. The `no_rejected_versions` check fails,
+                    # naming it, until a corrected version is loaded.
+                    split = transforms.split_fact(spec.name, raw, keys)
+                    deletions.append(transforms.fact_deletions(spec.name, raw))
+                    del raw
+                rejected.append(split.rejected)
+                frame = split.frame
+                rows += frame.height
+                if frame.height:
+                    for (day,), part in frame.partition_by("last_updated_date", as_dict=True).items():
+                        (spool / f"{day.isoformat()}.parquet").write_bytes(frame_to_parquet(part))
+                yield frame
+
+        with tempfile.TemporaryDirectory(prefix=f"{spec.name}-") as spool:
+            result = warehouse.append_facts(spec.name, chunks(Path(spool)))
+            lake.put_files(
+                {lake.key("star", spec.name, path.name): path for path in sorted(Path(spool).iterdir())}
+            )
+        quarantined = pl.concat(rejected)
+        versions = transforms.rejected_version_count(quarantined)
+        if versions:
+            warehouse.record_rejections(spec.name, quarantined)
+            first = quarantined.row(0, named=True)
             context.log.warning(
-                f"{spec.name}: {split.rejected_versions} source version(s) rejected and not loaded, "
+                f"{spec.name}: {versions} source version(s) rejected and not loaded, "
                 f"e.g. {first['source_table']} {first['source_id']} (last_updated {first['last_updated']}): "
                 f"{first['column_name']} = {first['value']!r} {first['reason']} "
                 "(quarantine.rejected_versions)"
             )
-        result = warehouse.append_facts(spec.name, frame)
         # Rows deleted at the source leave the `*_current` views; the history keeps their versions.
-        if warehouse.record_deletions(spec.name, deletions):
+        gone = pl.concat(deletions)
+        if warehouse.record_deletions(spec.name, gone):
             context.log.info(
-                f"{spec.name}: {deletions.height} deletion(s) at the source recorded (fact_deletions)"
+                f"{spec.name}: {gone.height} deletion(s) at the source recorded (fact_deletions)"
             )
-        by_day = frame.partition_by("last_updated_date", as_dict=True) if frame.height else {}
-        lake.put_frames(
-            {
-                lake.key("star", spec.name, f"{day.isoformat()}.parquet"): part
-                for (day,), part in by_day.items()
-            }
-        )
-        return _FactLoad(table, result, frame.height, split.rejected_versions)
+        return _FactLoad(table, result, rows, versions)
 
     span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
-    context.log.info(f"loading {len(selected)} fact(s) for {len(days)} day(s) {span}")
+    chunked = (
+        f" in {len(chunks)} chunks of up to {len(chunks[0])} days"
+        if len(chunks := day_chunks(days)) > 1
+        else ""
+    )
+    context.log.info(f"loading {len(selected)} fact(s) for {len(days)} day(s) {span}{chunked}")
     for n, done in enumerate(concurrently(selected, load, workers=FACT_WORKERS), 1):
         spec, result = done.table.spec, done.result
         context.log.info(

@@ -72,7 +72,12 @@ class FactSplit:
 
     @property
     def rejected_versions(self) -> int:
-        return self.rejected.select("source_id", "last_updated").n_unique() if self.rejected.height else 0
+        return rejected_version_count(self.rejected)
+
+
+def rejected_version_count(rejected: pl.DataFrame) -> int:
+    """How many source versions a frame of rejected values (`REJECTED_SCHEMA`) names."""
+    return rejected.select("source_id", "last_updated").n_unique() if rejected.height else 0
 
 
 def split_fact(

@@ -27,6 +27,7 @@ from totesys_assets.star.facts import (
     fact_payment,
     fact_purchase_order,
     fact_sales_order,
+    rejected_version_count,
     split_fact,
 )
 from totesys_assets.star.validation import TransformError, validate_frame
@@ -49,6 +50,7 @@ __all__ = [
     "fact_deletions",
     "fact_payment",
     "fact_purchase_order",
+    "rejected_version_count",
     "fact_sales_order",
     "latest_versions",
     "source_date_columns",

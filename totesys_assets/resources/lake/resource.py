@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -46,6 +46,14 @@ class LakeResource(LakeStore):
         present = set(self.raw_days(table))
         wanted = present if days is None else present.intersection(days)
         return self._read_raw_keys(table, [self.raw_key(table, d) for d in sorted(wanted)], columns)
+
+    def read_raw_chunks(self, table: str, chunks: Iterable[list[str]]) -> Iterator[pl.DataFrame]:
+        """`read_raw` of each chunk of days in turn (the lake is listed once), one frame each."""
+        present = set(self.raw_days(table))
+        for days in chunks:
+            yield self._read_raw_keys(
+                table, [self.raw_key(table, d) for d in sorted(present.intersection(days))]
+            )
 
     def read_raw_changes(
         self, table: str, since: datetime | None, columns: list[str] | None = None

@@ -8,10 +8,11 @@ local lake the same compare-and-swap runs under a lock of the folder.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -321,9 +322,15 @@ class LakeStore(dg.ConfigurableResource):
 
     def put_frames(self, frames: dict[str, pl.DataFrame]) -> None:
         """Write many frames as Parquet objects (key -> frame) on a few threads, each atomically."""
+        self._put_many({key: functools.partial(frame_to_parquet, f) for key, f in frames.items()})
 
-        def put(item: tuple[str, pl.DataFrame]) -> None:
-            self.put(item[0], frame_to_parquet(item[1]))
+    def put_files(self, files: dict[str, Path]) -> None:
+        """Write many local files as objects (key -> path) on a few threads, each atomically."""
+        self._put_many({key: path.read_bytes for key, path in files.items()})
 
-        with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(frames)))) as pool:
-            list(pool.map(put, frames.items()))
+    def _put_many(self, contents: dict[str, Callable[[], bytes]]) -> None:
+        def put(item: tuple[str, Callable[[], bytes]]) -> None:
+            self.put(item[0], item[1]())
+
+        with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(contents)))) as pool:
+            list(pool.map(put, contents.items()))

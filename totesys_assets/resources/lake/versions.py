@@ -3,9 +3,11 @@ stored ever dropped), the latest captured state of each key, and splitting an ex
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 
@@ -97,15 +99,17 @@ class RawDays(dict[str, pl.DataFrame]):
 
     Beside the frames, what the step learnt about them: `encoded` holds, for days not yet in the
     lake, the object `merge_day` would write, encoded by the step's workers ahead of the IO
-    manager; `unchanged` the days whose source fingerprint equals the one the lake recorded (not
-    rewritten); `gone` the keys of each day observed absent from the source (tombstones);
-    `existing` day objects the step already read; `fingerprints` what to record once stored.
+    manager (bytes, or a file in the spool); `unchanged` the days whose source fingerprint equals
+    the one the lake recorded (not rewritten, and absent from a chunked extract); `gone` the keys
+    of each day observed absent from the source (tombstones); `existing` day objects the step
+    already read; `fingerprints` what to record once stored. A long range is extracted a chunk at
+    a time into `spool` (one Parquet file per day, `spool_days`), so only a chunk is in memory.
     """
 
     def __init__(
         self,
         by_day: dict[str, pl.DataFrame],
-        encoded: dict[str, bytes] | None = None,
+        encoded: Mapping[str, bytes | Path] | None = None,
         *,
         unchanged: Iterable[str] = (),
         gone: dict[str, list[int]] | None = None,
@@ -114,12 +118,49 @@ class RawDays(dict[str, pl.DataFrame]):
         captured_at: datetime | None = None,
     ):
         super().__init__(by_day)
-        self.encoded: dict[str, bytes] = dict(encoded or {})
+        self.encoded: dict[str, bytes | Path] = dict(encoded or {})
         self.unchanged: set[str] = set(unchanged)
         self.gone: dict[str, list[int]] = dict(gone or {})
         self.existing: dict[str, RawDay] = dict(existing or {})
         self.fingerprints: dict[str, Fingerprint] = dict(fingerprints or {})
         self.captured_at = captured_at or capture_time()
+        self.spooled: dict[str, Path] = {}
+        self.rows: dict[str, int] = {d: f.height for d, f in by_day.items()}
+        self._spool: tempfile.TemporaryDirectory | None = None
+
+    def spool_days(self, days: RawDays) -> None:
+        """Move a chunk's days to files (their encoded objects as they are), keeping in memory
+        only the empty ones."""
+        if self._spool is None:
+            self._spool = tempfile.TemporaryDirectory(prefix="totesys-raw-")
+        folder = Path(self._spool.name)
+        for day, frame in days.items():
+            self.rows[day] = frame.height
+            if not frame.height:
+                self[day] = frame
+                continue
+            path = folder / f"{day}.parquet"
+            encoded = days.encoded.get(day)
+            path.write_bytes(encoded if isinstance(encoded, bytes) else frame_to_parquet(frame))
+            self.spooled[day] = path
+            if encoded is not None:
+                self.encoded[day] = path
+
+    def held(self) -> set[str]:
+        """The days whose rows this output holds, in memory or spooled."""
+        return set(self) | set(self.spooled)
+
+    def frame(self, day: str) -> pl.DataFrame:
+        """A day's extracted rows, read back from the spool if they were spooled."""
+        if day in self.spooled:
+            return pl.read_parquet(self.spooled[day])
+        return self[day]
+
+    def close(self) -> None:
+        """Remove the spool (once the IO manager stored the days)."""
+        if self._spool is not None:
+            self._spool.cleanup()
+            self._spool = None
 
 
 def split_raw_days(

@@ -1,4 +1,4 @@
-"""The first load of a large frame into an empty table: ADBC's binary COPY of the sorted Arrow
+"""The first load of large frames into an empty table: ADBC's binary COPY of each sorted Arrow
 frame, with the table's keys and indexes dropped and rebuilt inside the same transaction.
 
 A fact is COPYed into a temporary stage before any dimension is locked, so two first fact loads
@@ -16,6 +16,7 @@ from psycopg import sql
 
 from totesys_assets.ddl import identifiers, primary_key_statements
 from totesys_assets.resources.warehouse.errors import AdbcDiagnostics, connect_adbc, load_error
+from totesys_assets.resources.warehouse.frames import FrameChunks
 from totesys_assets.resources.warehouse.result import LoadResult
 from totesys_assets.resources.warehouse.statements import (
     advance_serial_statement,
@@ -31,12 +32,14 @@ from totesys_assets.resources.warehouse.statements import (
 from totesys_assets.specs import Kind, TableSpec
 
 
-def first_load(url: str, spec: TableSpec, staged: pl.DataFrame, started: float) -> LoadResult | None:
-    """Load a prepared frame into its empty table in one transaction; None if the table is not
-    empty (checked again under the exclusive lock), and the caller then takes the staged path.
+def first_load(url: str, spec: TableSpec, chunks: FrameChunks, started: float) -> LoadResult | None:
+    """Load the frames into their empty table in one transaction; None, before reading any of
+    them, if the table is not empty (checked again under the exclusive lock): the caller then
+    takes the staged path.
 
-    Facts go in oldest version first (serial record ids follow time); dimensions in key order,
-    with their primary key rebuilt too when the facts referencing them are empty.
+    Each frame goes in sorted: facts oldest version first (serial record ids follow time, and a
+    fact's frames come oldest days first), dimensions in key order; a dimension's primary key is
+    rebuilt too when the facts referencing it are empty.
     """
     table = sql.Identifier(spec.name)
     is_empty = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table).as_string()
@@ -70,9 +73,8 @@ def first_load(url: str, spec: TableSpec, staged: pl.DataFrame, started: float) 
             if rebuild_key:
                 for statement in referencing_key_drop_statements(spec, referencing):
                     execute(statement)
-            frame = staged.sort(order).select(spec.insert_columns)
             serials = [c.name for c in spec.columns if c.kind is Kind.SERIAL]
-            serial = serials[0] if serials and frame.height else None
+            serial = serials[0] if serials else None
             if serial is not None:
                 # The serial ids are sent with the rows: COPY then skips a nextval() per row. The
                 # table is locked, so they are exactly what the database would have assigned in
@@ -82,42 +84,53 @@ def first_load(url: str, spec: TableSpec, staged: pl.DataFrame, started: float) 
                 sequence = execute(sql.SQL("SELECT {}").format(serial_sequence(spec.name, serial)))[0]
                 last, called = execute(sequence_state_statement(sequence))
                 first = int(last) + 1 if called else int(last)
-                ids = pl.int_range(first, first + frame.height, dtype=pl.Int32, eager=True)
-                frame = frame.select(ids.alias(serial), *spec.insert_columns)
+            target = stage_name(spec) if spec.is_fact else spec.name
             if spec.is_fact:
-                stage = sql.Identifier(stage_name(spec))
-                execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, table))
-                cur.adbc_ingest(stage_name(spec), frame.to_arrow(), mode="append", temporary=True)
+                execute(
+                    sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
+                        sql.Identifier(target), table
+                    )
+                )
+            rows = 0
+            for chunk in chunks:
+                frame = chunk.sort(order).select(spec.insert_columns)
+                if serial is not None:
+                    ids = pl.int_range(first + rows, first + rows + frame.height, dtype=pl.Int32, eager=True)
+                    frame = frame.select(ids.alias(serial), *spec.insert_columns)
+                if frame.height:
+                    cur.adbc_ingest(target, frame.to_arrow(), mode="append", temporary=spec.is_fact)
+                rows += frame.height
+            if spec.is_fact:
                 # From here to COMMIT the dimensions are locked. Nothing references a fact's
                 # key, so it too is rebuilt.
                 for statement in [*bulk_drop_statements(spec), *primary_key_statements(spec)[0]]:
                     execute(statement)
-                columns = identifiers(frame.columns)
+                columns = identifiers([*([serial] if serial else []), *spec.insert_columns])
                 execute(
-                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table, columns, columns, stage)
+                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                        table, columns, columns, sql.Identifier(target)
+                    )
                 )  # (a temporary table is scanned in the order it was written: oldest first)
                 restore = bulk_restore_statements(spec)  # SET maintenance_work_mem first
                 for statement in [restore[0], *primary_key_statements(spec)[1], *restore[1:]]:
                     execute(statement)
-            else:
-                cur.adbc_ingest(spec.name, frame.to_arrow(), mode="append")
             if rebuild_key:
                 for statement in referencing_key_restore_statements(spec, referencing):
                     execute(statement)
-            if serial is not None:
-                execute(advance_serial_statement(spec.name, serial, first + frame.height - 1))
+            if serial is not None and rows:
+                execute(advance_serial_statement(spec.name, serial, first + rows - 1))
             conn.commit()
-            table_rows = frame.height  # the table was empty under the exclusive lock
+            table_rows = rows  # the table was empty under the exclusive lock
         except adbc_driver_manager.Error as exc:
             conn.rollback()
             if exc.sqlstate and exc.sqlstate[:2] in ("22", "23"):
-                raise load_error(spec, staged, AdbcDiagnostics(exc)) from exc  # type: ignore[arg-type]
+                raise load_error(spec, chunks.frame, AdbcDiagnostics(exc)) from exc  # type: ignore[arg-type]
             raise
     return LoadResult(
         table=spec.name,
         is_fact=spec.is_fact,
-        rows=staged.height,
-        inserted=staged.height,
+        rows=rows,
+        inserted=rows,
         updated=0,
         unchanged=0,
         table_rows=table_rows,

@@ -3,7 +3,7 @@ database, and their CSV for COPY (NULL is an unquoted empty field, an empty stri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import polars as pl
@@ -56,6 +56,53 @@ def prepare_frame(spec: TableSpec, frame: pl.DataFrame) -> pl.DataFrame:
             value=value if len(key) > 1 else value[key[0]],
         )
     return out
+
+
+class FrameChunks:
+    """A load's frames, each checked and cast by `prepare_frame` only when the load reads it, so
+    a load holds one chunk at a time; `peek` buffers the first ones (a load's strategy depends on
+    its size). Chunks must not repeat a key another chunk holds; a fact's chunks come oldest first
+    (its serial record ids follow that order).
+    """
+
+    def __init__(self, spec: TableSpec, frames: pl.DataFrame | Iterable[pl.DataFrame]):
+        self._spec = spec
+        self._source = iter([frames] if isinstance(frames, pl.DataFrame) else frames)
+        self._buffer: list[pl.DataFrame] = []
+        self.rows = 0  # rows of the chunks prepared so far
+        self.started = False  # a chunk left the buffer: the stream cannot be read again
+        self.last: pl.DataFrame | None = None  # the chunk read last (a load error names its rows)
+
+    def _next(self) -> pl.DataFrame | None:
+        for frame in self._source:
+            chunk = prepare_frame(self._spec, frame)
+            self.rows += chunk.height
+            return chunk
+        return None
+
+    def peek(self, rows: int) -> int:
+        """Prepare chunks until at least `rows` rows are buffered (or none is left); the rows buffered."""
+        while sum(c.height for c in self._buffer) < rows and (chunk := self._next()) is not None:
+            self._buffer.append(chunk)
+        return sum(c.height for c in self._buffer)
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        if self.started:
+            raise RuntimeError(f"the frames of a {self._spec.name} load were already read")
+        self.started = True
+        while True:
+            chunk = self._buffer.pop(0) if self._buffer else self._next()
+            if chunk is None:
+                return
+            self.last = chunk
+            yield chunk
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        """The chunk read last, or an empty frame of the load's columns (for error messages)."""
+        if self.last is not None:
+            return self.last
+        return pl.DataFrame(schema={c: self._spec.column(c).dtype for c in self._spec.insert_columns})
 
 
 def _cast_column(spec: TableSpec, series: pl.Series) -> pl.Series:

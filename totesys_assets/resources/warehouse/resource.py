@@ -12,7 +12,7 @@ import contextlib
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import adbc_driver_manager
@@ -30,7 +30,7 @@ from totesys_assets.resources.warehouse.errors import (
     connect_adbc,
 )
 from totesys_assets.resources.warehouse.first_load import first_load
-from totesys_assets.resources.warehouse.frames import prepare_frame
+from totesys_assets.resources.warehouse.frames import FrameChunks
 from totesys_assets.resources.warehouse.result import LoadResult
 from totesys_assets.resources.warehouse.schema import (
     CURRENT_VIEWS,
@@ -124,42 +124,50 @@ class WarehouseResource(dg.ConfigurableResource):
     def append_facts(
         self,
         table: str,
-        frame: pl.DataFrame,
+        frames: pl.DataFrame | Iterable[pl.DataFrame],
         *,
         _before_commit: Callable[[psycopg.Connection], None] | None = None,
     ) -> LoadResult:
-        """Append one row per version not loaded yet (natural key); loaded versions are skipped."""
+        """Append one row per version not loaded yet (natural key); loaded versions are skipped.
+
+        `frames` is one frame or chunks of one (oldest days first, read one at a time, so a long
+        range is loaded in bounded memory); either way it is one transaction.
+        """
         spec = self._spec(table, fact=True)
-        return self._load(spec, frame, _before_commit)
+        return self._load(spec, frames, _before_commit)
 
     def _load(
         self,
         spec: TableSpec,
-        frame: pl.DataFrame,
+        frames: pl.DataFrame | Iterable[pl.DataFrame],
         before_commit: Callable[[psycopg.Connection], None] | None,
     ) -> LoadResult:
         """One load in one transaction. `before_commit` is the test-only fault hook (see tests)."""
         started = time.perf_counter()
-        staged = prepare_frame(spec, frame)
-        return self._with_schema(lambda: self._load_prepared(spec, staged, before_commit, started))
+        chunks = FrameChunks(spec, frames)
+        # A bad first chunk fails before any connection is opened; the first load needs the size.
+        chunks.peek(self.bulk_load_min_rows)
+        return self._with_schema(
+            lambda: self._load_chunks(spec, chunks, before_commit, started), retry=lambda: not chunks.started
+        )
 
-    def _load_prepared(
+    def _load_chunks(
         self,
         spec: TableSpec,
-        staged: pl.DataFrame,
+        chunks: FrameChunks,
         before_commit: Callable[[psycopg.Connection], None] | None,
         started: float,
     ) -> LoadResult:
         # (the test-only fault hook takes a psycopg connection, so it always runs the staged path)
-        if before_commit is None and staged.height >= self.bulk_load_min_rows:
-            loaded = first_load(self.resolved_url(), spec, staged, started)
+        if before_commit is None and chunks.rows >= self.bulk_load_min_rows:
+            loaded = first_load(self.resolved_url(), spec, chunks, started)
             if loaded is not None:
                 return loaded
         with self.connect() as conn:
             return load_staged(
                 conn,
                 spec,
-                staged,
+                chunks,
                 bulk_load_min_rows=self.bulk_load_min_rows,
                 before_commit=before_commit,
                 started=started,
@@ -285,8 +293,9 @@ class WarehouseResource(dg.ConfigurableResource):
 
         return self._with_schema(run)
 
-    def _with_schema(self, work: Callable[[], _T]) -> _T:
-        """`work()` after ensure_schema; once more after re-running the DDL if a relation is missing.
+    def _with_schema(self, work: Callable[[], _T], retry: Callable[[], bool] = lambda: True) -> _T:
+        """`work()` after ensure_schema; once more after re-running the DDL if a relation is missing
+        (and `retry()` says the work can run again).
 
         The per-process schema cache goes stale when the warehouse database is dropped and
         recreated while this process runs (e.g. a reset of the embedded demo warehouse).
@@ -295,7 +304,7 @@ class WarehouseResource(dg.ConfigurableResource):
         try:
             return work()
         except (psycopg.errors.UndefinedTable, adbc_driver_manager.Error) as exc:
-            if getattr(exc, "sqlstate", None) != "42P01":
+            if getattr(exc, "sqlstate", None) != "42P01" or not retry():
                 raise
         self.ensure_schema(force=True)
         return work()

@@ -1,5 +1,5 @@
-"""The staged load: the frame is COPYed into a temporary table, then one set-based statement
-moves it in (dimensions upsert, facts append the versions not loaded yet), all in one transaction.
+"""The staged load: the frames are COPYed into a temporary table, then one set-based statement
+moves them in (dimensions upsert, facts append the versions not loaded yet), all in one transaction.
 
 A large fact load drops the table's foreign keys and version indexes inside that transaction and
 adds them back before COMMIT, so they are validated and built set-based; a rollback restores them.
@@ -17,7 +17,7 @@ from psycopg.copy import QueuedLibpqWriter
 
 from totesys_assets.ddl import identifiers
 from totesys_assets.resources.warehouse.errors import load_error
-from totesys_assets.resources.warehouse.frames import csv_chunks
+from totesys_assets.resources.warehouse.frames import FrameChunks, csv_chunks
 from totesys_assets.resources.warehouse.result import LoadResult
 from totesys_assets.resources.warehouse.statements import (
     append_statement,
@@ -33,19 +33,19 @@ from totesys_assets.specs import TableSpec
 def load_staged(
     conn: psycopg.Connection,
     spec: TableSpec,
-    staged: pl.DataFrame,
+    chunks: FrameChunks,
     *,
     bulk_load_min_rows: int,
     before_commit: Callable[[psycopg.Connection], None] | None,
     started: float,
 ) -> LoadResult:
-    """Load a prepared frame on `conn` in one transaction; any error rolls all of it back."""
+    """Load the frames on `conn` in one transaction; any error rolls all of it back."""
     try:
         with conn.transaction():
             if spec.is_fact:
-                _stage(conn, spec, staged)
+                _stage(conn, spec, chunks)
                 loaded = conn.execute(drop_loaded_versions_statement(spec)).rowcount
-                bulk = _use_bulk_path(conn, spec, staged.height - loaded, bulk_load_min_rows)
+                bulk = _use_bulk_path(conn, spec, chunks.rows - loaded, bulk_load_min_rows)
                 if bulk:
                     for statement in bulk_drop_statements(spec):
                         conn.execute(statement)
@@ -56,7 +56,7 @@ def load_staged(
                         conn.execute(statement)
             else:
                 bulk = False
-                _stage(conn, spec, staged)
+                _stage(conn, spec, chunks)
                 counts = conn.execute(upsert_statement(spec)).fetchone()
                 assert counts is not None
                 inserted, updated = counts
@@ -66,30 +66,31 @@ def load_staged(
             if before_commit is not None:
                 before_commit(conn)
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
-        raise load_error(spec, staged, exc) from exc
+        raise load_error(spec, chunks.frame, exc) from exc
     return LoadResult(
         table=spec.name,
         is_fact=spec.is_fact,
-        rows=staged.height,
+        rows=chunks.rows,
         inserted=inserted,
         updated=updated,
-        unchanged=staged.height - inserted - updated,
+        unchanged=chunks.rows - inserted - updated,
         table_rows=table_rows,
         seconds=time.perf_counter() - started,
         bulk=bulk,
     )
 
 
-def _stage(conn: psycopg.Connection, spec: TableSpec, frame: pl.DataFrame) -> None:
-    """COPY the frame into a temporary table with the target's column types (no constraints)."""
+def _stage(conn: psycopg.Connection, spec: TableSpec, chunks: FrameChunks) -> None:
+    """COPY the frames into a temporary table with the target's column types (no constraints)."""
     stage = sql.Identifier(stage_name(spec))
     conn.execute(
         sql.SQL("CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA").format(
             stage=stage, cols=identifiers(spec.insert_columns), table=sql.Identifier(spec.name)
         )
     )
-    _copy(conn, stage, spec, frame)
-    if frame.height >= 10_000:
+    for frame in chunks:
+        _copy(conn, stage, spec, frame)
+    if chunks.rows >= 10_000:
         conn.execute(sql.SQL("ANALYZE {}").format(stage))
 
 
