@@ -18,6 +18,7 @@ from totesys_assets.resources.lake import CAPTURED_AT, LakeResource, RawLakeIOMa
 from totesys_assets.resources.source import TotesysSource
 from totesys_assets.resources.warehouse import WarehouseResource
 from totesys_assets.specs import WAREHOUSE_TABLES
+from totesys_assets.star import assets as star_assets_module
 from totesys_assets.star.assets import star_assets
 from totesys_assets.star.checks import star_checks
 from totesys_assets_tests.helpers import fact_materializations, failure_text, materialize_range
@@ -50,22 +51,30 @@ def _resources(source: str, lake_dir: Path, warehouse: str) -> dict:
         "warehouse": WarehouseResource(url=warehouse, bulk_load_min_rows=BULK_MIN_ROWS),
         "lake": lake,
         "raw_io_manager": RawLakeIOManager(lake=lake),
+        "instance": dg.DagsterInstance.ephemeral(),
     }
 
 
 def _run(resources: dict, selection: dg.AssetSelection, chunk_days: str, mp: pytest.MonkeyPatch):
+    """A run of one setup, on its own instance (the second dimension load is incremental)."""
     mp.setenv("TOTESYS_CHUNK_DAYS", chunk_days)
-    instance = dg.DagsterInstance.ephemeral()
+    # the large dimensions (dim_transaction, dim_design) a range of 40 keys at a time, or at once
+    mp.setattr(star_assets_module, "KEYS_PER_RANGE", 40 if chunk_days == CHUNKED else 10**9)
+    instance = resources["instance"]
     kwargs = dict(selection=selection, raise_on_error=False, instance=instance)
     if selection is DIMS:
-        result = dg.materialize(ALL, resources=resources, **kwargs)
+        result = dg.materialize(ALL, resources=_without_instance(resources), **kwargs)
     else:
-        result = materialize_range(ALL, resources, FIRST, LAST, **kwargs)
+        result = materialize_range(ALL, _without_instance(resources), FIRST, LAST, **kwargs)
     assert result.success, failure_text(result)
     if selection is not DIMS:  # the run said how it split the days
         said = " ".join(str(e.user_message) for e in instance.all_logs(result.run_id))
         assert ("in 10 chunks of up to 5 days" in said) is (chunk_days == CHUNKED), said[-2000:]
     return result
+
+
+def _without_instance(resources: dict) -> dict:
+    return {k: v for k, v in resources.items() if k != "instance"}
 
 
 def _objects(lake_dir: Path, zone: str) -> dict[str, pl.DataFrame]:
@@ -99,8 +108,14 @@ def _warehouse(url: str) -> dict[str, list[tuple]]:
 
 def _change_the_source(url: str) -> None:
     """In-place changes in several chunks: a new content at the same last_updated, a row moved to
-    a later day, a deletion."""
+    a later day, one backdated to an earlier day (its newest capture then sits in an older day
+    object), a deletion."""
     with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE transaction SET last_updated = '2022-11-04 08:00' "
+            "WHERE transaction_id = (SELECT max(transaction_id) FROM transaction "
+            "WHERE last_updated >= '2022-12-10' AND purchase_order_id IS NOT NULL)"
+        )
         conn.execute(
             "UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = "
             "(SELECT min(sales_order_id) FROM sales_order WHERE last_updated >= '2022-11-05')"
@@ -153,3 +168,5 @@ def test_chunked_runs_store_and_load_exactly_what_one_chunk_runs_do(pg, tmp_path
                 assert by_run[0][0].metadata[key] == by_run[1][0].metadata[key], (fact, key)
 
     assert len(wh_one["fact_deletions"]) == 1  # the deleted payment
+    loads = one["instance"].get_latest_materialization_event(dg.AssetKey("dim_transaction"))
+    assert loads.asset_materialization.metadata["load_mode"].value == "incremental"

@@ -24,9 +24,9 @@ from totesys_assets.pipelining import concurrently
 from totesys_assets.raw.assets import OWNERS, raw_asset_key
 from totesys_assets.resources.lake import LakeResource, frame_to_parquet
 from totesys_assets.resources.warehouse import LoadResult, WarehouseResource
-from totesys_assets.settings import dashboard_url, lake_kind
-from totesys_assets.specs import WAREHOUSE_TABLES, TableSpec
-from totesys_assets.star import transforms
+from totesys_assets.settings import chunk_days, dashboard_url, lake_kind
+from totesys_assets.specs import SOURCE_TABLES, WAREHOUSE_TABLES, TableSpec
+from totesys_assets.star import key_ranges, transforms
 from totesys_assets.star.conditions import dimension_condition, fact_condition, freshness_policy
 
 DIMENSIONS_GROUP = "dimensions"
@@ -67,6 +67,8 @@ FACTS: list[StarTable] = [
 ]
 FACT_BY_NAME = {f.name: f for f in FACTS}
 FACTS_STEP = "facts_load"
+# Keys of a large dimension transformed and loaded at a time (`_load_by_key_range`).
+KEYS_PER_RANGE = 1_000_000
 # Two workers: one loads fact_payment (the largest), the other fact_sales_order then
 # fact_purchase_order, the longer chain. Reads and transforms take turns (see
 # `facts`), so the chain goes first and payment, which has the slack, waits for its transform.
@@ -176,14 +178,45 @@ def build_dimension_asset(table: StarTable) -> dg.AssetsDefinition:
         lake: LakeResource,
         warehouse: WarehouseResource,
     ):
-        now = datetime.now(UTC)
-        window = load_window(context, config) if table.incremental else LoadWindow(None, now)
-        changes = [lake.read_raw_changes(s, window.since) for s in table.sources]
+        if table.incremental:
+            return _load_by_key_range(context, lake, warehouse, table, load_window(context, config))
+        changes = [lake.read_raw_changes(s, None) for s in table.sources]
         frame = table.transform(*(f for f, _ in changes))
-        watermark = max((m for _, m in changes if m is not None), default=window.since)
+        watermark = max((m for _, m in changes if m is not None), default=None)
+        window = LoadWindow(None, datetime.now(UTC))
         return _load_dimension(context, lake, warehouse, spec, frame, window, watermark)
 
     return _dim
+
+
+def _load_by_key_range(
+    context, lake: LakeResource, warehouse: WarehouseResource, table: StarTable, window: LoadWindow
+):
+    """A large single-source dimension a range of keys at a time (`key_ranges`): the raw objects
+    a month of days at a time, the transform and the load (one transaction) a key range at a time,
+    and the processed zone merged with the new rows as a stream."""
+    spec, source = table.spec, table.sources[0]
+    frames, watermark = lake.read_raw_change_chunks(source, window.since, chunk_days())
+    key = lake.key("star", spec.name, f"{spec.name}.parquet")
+    with tempfile.TemporaryDirectory(prefix=f"{spec.name}-") as tmp:
+        folder = Path(tmp)
+        ranges = key_ranges.by_key_range(
+            frames, SOURCE_TABLES[source].primary_key, KEYS_PER_RANGE, folder / "raw"
+        )
+        new = key_ranges.spool((table.transform(f) for f in ranges), folder / "new")
+        result = warehouse.upsert_dimension(spec.name, new)
+        if window.full or result.rows:
+            old = key_ranges.parquet_batches(None if window.full else lake.get(key))
+            merged = key_ranges.merge_by_key(old, key_ranges.spooled(folder / "new"), spec.primary_key)
+            key_ranges.write_parquet(
+                merged,
+                folder / "processed.parquet",
+                pl.Schema({c: spec.polars_schema[c] for c in spec.insert_columns}),
+            )
+            lake.put_files({key: folder / "processed.parquet"})
+    context.log.info(f"{spec.name} ({'full' if window.full else 'incremental'}): {result}")
+    metadata = {**_materialize_metadata(result, lake.uri(key), result.rows), **window.metadata(watermark)}
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def _load_dimension(

@@ -14,15 +14,11 @@ import dagster as dg
 import polars as pl
 from psycopg import sql
 
-from totesys_assets.partitions import daily_partitions, open_ends
+from totesys_assets.partitions import daily_partitions, day_chunks, open_ends
 from totesys_assets.pipelining import concurrently
 from totesys_assets.resources.lake import DELETED, ROW_HASH, LakeResource
 from totesys_assets.resources.warehouse import WarehouseResource
 from totesys_assets.specs import LAST_UPDATED, SOURCE_TABLES, WAREHOUSE_TABLES, Column, TableSpec
-
-
-def _ident(name: str) -> sql.Identifier:
-    return sql.Identifier(name)
 
 
 def run_days(tags: dict[str, str]) -> list[str] | None:
@@ -78,17 +74,17 @@ def primary_key_query(spec: TableSpec, scope: Scope = Scope()) -> sql.Composable
     return sql.SQL(
         "SELECT coalesce(sum(n - 1), 0) FROM "
         "(SELECT count(*) AS n FROM {}{} GROUP BY {} HAVING count(*) > 1) AS duplicated"
-    ).format(_ident(spec.name), scope.where(), sql.SQL(", ").join(_ident(c) for c in key))
+    ).format(sql.Identifier(spec.name), scope.where(), sql.SQL(", ").join(sql.Identifier(c) for c in key))
 
 
 def not_null_query(
     spec: TableSpec, scope: Scope = Scope(), columns: list[str] | None = None
 ) -> sql.Composable:
     counts = sql.SQL(", ").join(
-        sql.SQL("count(*) FILTER (WHERE {c} IS NULL) AS {c}").format(c=_ident(c))
+        sql.SQL("count(*) FILTER (WHERE {c} IS NULL) AS {c}").format(c=sql.Identifier(c))
         for c in (spec.not_null_columns if columns is None else columns)
     )
-    return sql.SQL("SELECT {} FROM {}{}").format(counts, _ident(spec.name), scope.where())
+    return sql.SQL("SELECT {} FROM {}{}").format(counts, sql.Identifier(spec.name), scope.where())
 
 
 def orphan_query(spec: TableSpec, scope: Scope = Scope(), columns: list[str] | None = None) -> sql.Composable:
@@ -103,12 +99,12 @@ def orphan_query(spec: TableSpec, scope: Scope = Scope(), columns: list[str] | N
                 "(SELECT count(*) FROM {t} f{where}{conj} NOT EXISTS "
                 "(SELECT 1 FROM {r} d WHERE d.{rc} = f.{c})) AS {c}"
             ).format(
-                t=_ident(spec.name),
+                t=sql.Identifier(spec.name),
                 where=scope.where("f"),
                 conj=sql.SQL(" AND" if scope.days else " WHERE"),
-                r=_ident(ref_table),
-                rc=_ident(ref_col),
-                c=_ident(col.name),
+                r=sql.Identifier(ref_table),
+                rc=sql.Identifier(ref_col),
+                c=sql.Identifier(col.name),
             )
         )
     return sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts))
@@ -236,9 +232,11 @@ def evaluate_reconcile(
     but for the versions it set aside (quarantined: `no_rejected_versions` reports those)."""
     source = SOURCE_TABLES[spec.source_table]  # type: ignore[index]
     keys = [source.primary_key, LAST_UPDATED.name, ROW_HASH]  # a version: key, last_updated, content
-    stored = lake.read_raw(source.name, days=scope.days, columns=[*keys, DELETED])
-    versions = stored.filter(~pl.col(DELETED)).select(keys).unique().height
-    count = sql.SQL("SELECT count(*) FROM {}{}").format(_ident(spec.name), scope.where())
+    # A version lives in the day of its last_updated: counted a chunk of days at a time.
+    days = scope.days if scope.days is not None else lake.raw_days(source.name)
+    chunks = lake.read_raw_chunks(source.name, day_chunks(days), columns=[*keys, DELETED])
+    versions = sum(c.filter(~pl.col(DELETED)).select(keys).unique().height for c in chunks)
+    count = sql.SQL("SELECT count(*) FROM {}{}").format(sql.Identifier(spec.name), scope.where())
     rows = int(warehouse.scalar(count, scope.params))
     rejected = warehouse.rejected_unloaded_versions(spec.name, *scope.bounds())
     return dg.AssetCheckResult(

@@ -47,13 +47,23 @@ class LakeResource(LakeStore):
         wanted = present if days is None else present.intersection(days)
         return self._read_raw_keys(table, [self.raw_key(table, d) for d in sorted(wanted)], columns)
 
-    def read_raw_chunks(self, table: str, chunks: Iterable[list[str]]) -> Iterator[pl.DataFrame]:
+    def read_raw_chunks(
+        self, table: str, chunks: Iterable[list[str]], columns: list[str] | None = None
+    ) -> Iterator[pl.DataFrame]:
         """`read_raw` of each chunk of days in turn (the lake is listed once), one frame each."""
         present = set(self.raw_days(table))
         for days in chunks:
-            yield self._read_raw_keys(
-                table, [self.raw_key(table, d) for d in sorted(present.intersection(days))]
-            )
+            keys = [self.raw_key(table, d) for d in sorted(present.intersection(days))]
+            yield self._read_raw_keys(table, keys, columns)
+
+    def read_raw_change_chunks(
+        self, table: str, since: datetime | None, objects_per_chunk: int
+    ) -> tuple[Iterator[pl.DataFrame], datetime | None]:
+        """`read_raw_changes` a chunk of day objects at a time (oldest days first): the frames, and
+        the watermark for the next call."""
+        changed, watermark = self._changed_since(table, since)
+        chunks = (changed[i : i + objects_per_chunk] for i in range(0, len(changed), objects_per_chunk))
+        return (self._read_raw_keys(table, keys) for keys in chunks), watermark
 
     def read_raw_changes(
         self, table: str, since: datetime | None, columns: list[str] | None = None
@@ -64,10 +74,15 @@ class LakeResource(LakeStore):
         Returns the frame and the newest last-modified time seen: the watermark for the next
         call. `>=` because object stores keep whole-second times; re-reading is harmless.
         """
+        changed, watermark = self._changed_since(table, since)
+        return self._read_raw_keys(table, changed, columns), watermark
+
+    def _changed_since(self, table: str, since: datetime | None) -> tuple[list[str], datetime | None]:
+        """The keys of a raw table's day objects written at or after `since` (all when None),
+        oldest day first, and the newest last-modified time of all of them."""
         objects = self.list_objects(self.key("raw", table, ""))
         changed = sorted(k for k, modified in objects.items() if since is None or modified >= since)
-        watermark = max(objects.values(), default=since)
-        return self._read_raw_keys(table, changed, columns), watermark
+        return changed, max(objects.values(), default=since)
 
     def _read_raw_keys(self, table: str, keys: list[str], columns: list[str] | None = None) -> pl.DataFrame:
         spec = SOURCE_TABLES[table]

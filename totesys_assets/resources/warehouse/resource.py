@@ -113,13 +113,17 @@ class WarehouseResource(dg.ConfigurableResource):
     def upsert_dimension(
         self,
         table: str,
-        frame: pl.DataFrame,
+        frames: pl.DataFrame | Iterable[pl.DataFrame],
         *,
         _before_commit: Callable[[psycopg.Connection], None] | None = None,
     ) -> LoadResult:
-        """Insert new rows and update changed ones (by primary key); unchanged rows are not rewritten."""
+        """Insert new rows and update changed ones (by primary key); unchanged rows are not rewritten.
+
+        `frames` is one frame or chunks of one holding disjoint keys (read one at a time); either
+        way it is one transaction.
+        """
         spec = self._spec(table, fact=False)
-        return self._load(spec, frame, _before_commit)
+        return self._load(spec, frames, _before_commit)
 
     def append_facts(
         self,
