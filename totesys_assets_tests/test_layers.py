@@ -34,6 +34,7 @@ MODULE_LAYERS: dict[str, tuple[int, str]] = {
     "ddl": (0, "foundations"),
     "partitions": (0, "foundations"),
     "pipelining": (0, "foundations"),
+    "spooling": (0, "foundations"),
     "resources": (1, "resources"),
     "embedded": (1, "embedded"),
     "simulator.cli": (4, "simulator_cli"),

@@ -9,11 +9,14 @@ that storing a table is only writing its objects (README, "One extraction step f
 assets").
 """
 
+import contextlib
 import hashlib
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -30,9 +33,11 @@ from totesys_assets.resources.lake import (
     latest_captured,
     split_raw_days,
 )
-from totesys_assets.resources.source import SourceSnapshot, TotesysSource
+from totesys_assets.resources.lake.versions import day_of
+from totesys_assets.resources.source import TotesysSource
 from totesys_assets.settings import lake_kind, lake_location
-from totesys_assets.specs import SOURCE_TABLES, TableSpec
+from totesys_assets.specs import LAST_UPDATED, SOURCE_TABLES, TableSpec
+from totesys_assets.spooling import Regrouped
 
 RAW_GROUP = "raw"
 RAW_STEP = "raw_extract"
@@ -168,30 +173,46 @@ def raw_extract(
     )
     assert first_key and last_key
     open_start, open_end = open_ends(days)
+    # the days that also hold the rows dated before / after the partitions (as `split_by_day`)
+    open_bounds = (days[0] if open_start else None, days[-1] if open_end else None)
     captured_at = capture_time()
 
     def extract(spec: TableSpec) -> _Extract:
         started = time.monotonic()
         recorded = lake.read_fingerprints(spec.name)
         chunks = day_chunks(days)
-        with source.snapshot(spec) as snap:
-            by_source = snap.fingerprints(
-                None if open_start else window.start, None if open_end else window.end, first_key, last_key
-            )
-            fingerprints = {d: Fingerprint(*by_source.get(d, (0, "0"))) for d in days}
-            version, unchanged = data_version_for(days, fingerprints, recorded)
-            changed = [d for d in days if d not in unchanged]
+        start, end = None if open_start else window.start, None if open_end else window.end
+        with contextlib.ExitStack() as stack:
+            with source.snapshot(spec) as snap:
+                by_source = snap.fingerprints(start, end, first_key, last_key)
+                fingerprints = {d: Fingerprint(*by_source.get(d, (0, "0"))) for d in days}
+                version, unchanged = data_version_for(days, fingerprints, recorded)
+                changed = [d for d in days if d not in unchanged]
+                if len(chunks) == 1:
+                    frame = snap.extract(start, end)
+                else:
+                    # A long range in one scan of the source (from the snapshot the fingerprints
+                    # describe), regrouped by day through local files, then a chunk of days at a
+                    # time: only a batch and a chunk are in memory.
+                    folder = Path(
+                        stack.enter_context(tempfile.TemporaryDirectory(prefix=f"totesys-{spec.name}-"))
+                    )
+                    spool, keep = Regrouped(folder, day_of(LAST_UPDATED.name, *open_bounds)), set(changed)
+                    for batch in snap.extract_batches(start, end):
+                        spool.add(batch, keep=keep)
+                        frame = batch.clear()
             present = set(lake.raw_days(spec.name)).intersection(changed) if changed else set()
             if len(chunks) == 1:
-                by_day = extract_days(snap, spec, chunks[0], unchanged, present, 0)
+                by_day = split_days(spec, frame, chunks[0], unchanged, present, 0)
             else:
-                # A long range a chunk of days at a time, from the same snapshot as the
-                # fingerprints; a chunk whose days all kept their fingerprint is not read at all.
                 by_day = RawDays({}, captured_at=captured_at)
                 for n, chunk in enumerate(chunks):
-                    if set(chunk) <= unchanged:
+                    if set(chunk) <= unchanged:  # (a chunk whose days all kept their fingerprint)
                         continue
-                    part = extract_days(snap, spec, chunk, unchanged, present, n, len(chunks))
+                    rows_of_chunk = spool.take(chunk)
+                    if rows_of_chunk is None:
+                        rows_of_chunk = frame  # (empty)
+                    part = split_days(spec, rows_of_chunk, chunk, unchanged, present, n, len(chunks))
                     by_day.spool_days(part)
                     by_day.gone.update(part.gone)
         by_day.unchanged = unchanged
@@ -201,21 +222,18 @@ def raw_extract(
         rows = sum(fp.rows for fp in fingerprints.values())
         return _Extract(spec, by_day, rows, version, time.monotonic() - started, len(changed))
 
-    def extract_days(
-        snap: SourceSnapshot,
+    def split_days(
         spec: TableSpec,
+        frame: pl.DataFrame,
         chunk: list[str],
         unchanged: set[str],
         present: set[str],
         n: int,
         of: int = 1,
     ) -> RawDays:
-        """The rows of a chunk of the run's days (the `n`th of `of`), split into days, the new
-        days encoded, the keys of the stored days that the source lost."""
+        """The extracted rows of a chunk of the run's days (the `n`th of `of`), split into days,
+        the new days encoded, the keys of the stored days that the source lost."""
         first, last = n == 0 and open_start, n == of - 1 and open_end
-        start = None if first else daily_partitions.time_window_for_partition_key(chunk[0]).start
-        end = None if last else daily_partitions.time_window_for_partition_key(chunk[-1]).end
-        frame = snap.extract(start, end)
         # Days the lake does not hold yet are encoded here, off the thread Dagster records on.
         new_days = set(chunk) - present - unchanged if encode_ahead or of > 1 else set()
         by_day = split_raw_days(

@@ -304,6 +304,19 @@ class SourceSnapshot:
         self._cur.execute(extract_query(self.spec))
         return to_lake_frame(self.spec, pl.from_arrow(self._cur.fetch_arrow_table()))  # type: ignore[arg-type]
 
+    def extract_batches(self, start: datetime | None, end: datetime | None) -> Iterator[pl.DataFrame]:
+        """`extract` as a stream of frames (ADBC's record batches of one binary COPY, at least one
+        frame), so a long history is read in one scan without holding it."""
+        self._set_window(start, end)
+        self._cur.execute(extract_query(self.spec))
+        reader = self._cur.fetch_record_batch()
+        empty = True
+        for batch in reader:
+            empty = False
+            yield to_lake_frame(self.spec, pl.from_arrow(batch))  # type: ignore[arg-type]
+        if empty:
+            yield to_lake_frame(self.spec, pl.from_arrow(reader.schema.empty_table()))  # type: ignore[arg-type]
+
     def fingerprints(
         self, start: datetime | None, end: datetime | None, first_day: str, last_day: str
     ) -> dict[str, tuple[int, str]]:

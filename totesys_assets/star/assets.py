@@ -257,8 +257,11 @@ def dim_date(
     """
     window = load_window(context, config)
     tables = [f.sources[0] for f in FACTS]
-    changes = [lake.read_raw_changes(t, window.since, transforms.source_date_columns(t)) for t in tables]
-    raw = zip(tables, (frame for frame, _ in changes), strict=True)
+    changes = {
+        t: lake.read_raw_change_chunks(t, window.since, chunk_days(), transforms.source_date_columns(t))
+        for t in tables
+    }  # (read a chunk of days at a time: only the range of dates is kept)
+    raw = ((t, frame) for t, (frames, _) in changes.items() for frame in frames)
     start, end = transforms.dim_date_range_from_sources(raw, date.today())
     if not window.full:
         have = warehouse.fetch_one_dict(
@@ -267,7 +270,7 @@ def dim_date(
         start = min(start, have["lo"] or start)
         end = max(end, have["hi"] or end)
     frame = transforms.dim_date(start, end)
-    watermark = max((m for _, m in changes if m is not None), default=window.since)
+    watermark = max((m for _, m in changes.values() if m is not None), default=window.since)
     return _load_dimension(context, lake, warehouse, WAREHOUSE_TABLES["dim_date"], frame, window, watermark)
 
 

@@ -130,14 +130,14 @@ def dim_date_range_from_sources(raw: Iterable[tuple[str, pl.DataFrame]], today: 
     a fact keeps a subset of the row versions and takes its dates from exactly these columns.
     A text date that does not parse is skipped here; the fact transform rejects it with its row.
     """
-    frames = []
-    for table, frame in raw:
-        exprs = [
+
+    def dates(table: str, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.select(
             pl.col(c.name).str.to_date(ISO_DATE_FORMAT, strict=False)
             if c.kind is Kind.DATE_TEXT
             else pl.col(c.name).dt.date()
             for c in SOURCE_TABLES[table].columns
             if c.name in source_date_columns(table)
-        ]
-        frames.append(frame.select(exprs))
-    return dim_date_range(frames, today)
+        )
+
+    return dim_date_range((dates(table, frame) for table, frame in raw), today)

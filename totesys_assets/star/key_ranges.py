@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-RANGE = "__key_range"
+from totesys_assets.spooling import Regrouped
 
 
 def by_key_range(
@@ -21,23 +21,12 @@ def by_key_range(
     """The rows of `frames` (any keys, e.g. a chunk of day objects each) regrouped into one frame
     per range of `width` keys, ranges in ascending order: every version of a key is in the one
     frame of its range. The frames are spooled in `folder` as they come."""
-    ranges: set[int] = set()
-    for n, frame in zip(itertools.count(), frames, strict=False):
-        parts = frame.with_columns((pl.col(key) // width).alias(RANGE)).partition_by(
-            RANGE, as_dict=True, include_key=False
-        )
-        for (number,), part in parts.items():
-            sub = folder / f"{int(number):08d}"
-            sub.mkdir(parents=True, exist_ok=True)
-            part.write_parquet(sub / f"{n:08d}.parquet", compression="lz4")
-            ranges.add(int(number))
-    for number in sorted(ranges):
-        sub = folder / f"{number:08d}"
-        files = sorted(sub.iterdir())
-        frame = pl.read_parquet(files)
-        for file in files:
-            file.unlink()
-        yield frame
+    folder.mkdir(parents=True, exist_ok=True)
+    spool = Regrouped(folder, pl.col(key) // width)
+    for frame in frames:
+        spool.add(frame)
+    for number in spool.groups():
+        yield spool.take([number])  # type: ignore[misc]
 
 
 def merge_by_key(

@@ -57,13 +57,13 @@ class LakeResource(LakeStore):
             yield self._read_raw_keys(table, keys, columns)
 
     def read_raw_change_chunks(
-        self, table: str, since: datetime | None, objects_per_chunk: int
+        self, table: str, since: datetime | None, objects_per_chunk: int, columns: list[str] | None = None
     ) -> tuple[Iterator[pl.DataFrame], datetime | None]:
         """`read_raw_changes` a chunk of day objects at a time (oldest days first): the frames, and
         the watermark for the next call."""
         changed, watermark = self._changed_since(table, since)
         chunks = (changed[i : i + objects_per_chunk] for i in range(0, len(changed), objects_per_chunk))
-        return (self._read_raw_keys(table, keys) for keys in chunks), watermark
+        return (self._read_raw_keys(table, keys, columns) for keys in chunks), watermark
 
     def read_raw_changes(
         self, table: str, since: datetime | None, columns: list[str] | None = None
