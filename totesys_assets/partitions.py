@@ -13,7 +13,7 @@ from dagster._core.storage.tags import (
     PARTITION_NAME_TAG,
 )
 
-from totesys_assets.settings import chunk_days, partitions_start_date
+from totesys_assets.settings import chunk_rows, partitions_start_date
 
 # Keys are YYYY-MM-DD days of `last_updated` (UTC; the source stores naive timestamps).
 # end_offset=1 includes the current, still-open day so it can be refreshed during the day.
@@ -22,12 +22,27 @@ daily_partitions = dg.DailyPartitionsDefinition(
 )
 
 
-def day_chunks(days: Sequence[str], size: int | None = None) -> list[list[str]]:
-    """The run's days (oldest first) in consecutive chunks of at most `size` days (default
-    TOTESYS_CHUNK_DAYS), which long runs extract, transform and load one at a time. Chunks are
-    whole days: a day is the lake's object and the unit every merge works on."""
-    size = size or chunk_days()
-    return [list(days[i : i + size]) for i in range(0, len(days), size)]
+def day_chunks(days: Sequence[str], rows: Mapping[str, int], budget: int | None = None) -> list[list[str]]:
+    """The days (oldest first) in consecutive chunks of at most `budget` rows (TOTESYS_CHUNK_ROWS;
+    `rows` per day, 0 where missing; a day above the budget is a chunk of its own), which long runs
+    extract, transform and load one at a time. Chunks are whole days: a day is the lake's object
+    and the unit every merge works on."""
+    budget = budget or chunk_rows()
+    chunks: list[list[str]] = []
+    held = 0
+    for day in days:
+        n = rows.get(day, 0)
+        if not chunks or (held + n > budget and held):
+            chunks.append([])
+            held = 0
+        chunks[-1].append(day)
+        held += n
+    return chunks
+
+
+def chunked(chunks: int) -> str:
+    """How a run's log line says it went a chunk at a time (nothing for one chunk)."""
+    return f" in {chunks} chunks of at most {chunk_rows():,} rows" if chunks > 1 else ""
 
 
 def open_ends(days: Sequence[str]) -> tuple[bool, bool]:

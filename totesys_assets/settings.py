@@ -34,18 +34,19 @@ def partitions_start_date() -> str:
     return env_or_none(ENV_START_DATE) or DEFAULT_START_DATE
 
 
-ENV_CHUNK_DAYS = "TOTESYS_CHUNK_DAYS"
-# A month: a run's memory is bounded by a month of rows, not by the history (docs/decisions.md).
-DEFAULT_CHUNK_DAYS = 31
+ENV_CHUNK_ROWS = "TOTESYS_CHUNK_ROWS"
+# Rows of a table a long run holds at a time (docs/decisions.md, "Bounded memory"): about a month
+# at x1000, the whole history below x100.
+DEFAULT_CHUNK_ROWS = 500_000
 
 
-def chunk_days() -> int:
-    """Days a long run extracts, transforms and loads at a time (TOTESYS_CHUNK_DAYS)."""
-    raw = env_or_none(ENV_CHUNK_DAYS)
+def chunk_rows() -> int:
+    """Source rows a long run extracts, transforms and loads at a time (TOTESYS_CHUNK_ROWS)."""
+    raw = env_or_none(ENV_CHUNK_ROWS)
     if raw is None:
-        return DEFAULT_CHUNK_DAYS
+        return DEFAULT_CHUNK_ROWS
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{ENV_CHUNK_DAYS} must be a whole number of days of at least 1, got {raw!r}")
+        raise ValueError(f"{ENV_CHUNK_ROWS} must be a whole number of rows of at least 1, got {raw!r}")
     return int(raw)
 
 

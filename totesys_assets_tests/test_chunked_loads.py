@@ -1,4 +1,4 @@
-"""Long runs a chunk of days at a time (TOTESYS_CHUNK_DAYS): the same lake objects, warehouse rows
+"""Long runs a chunk of days at a time (TOTESYS_CHUNK_ROWS): the same lake objects, warehouse rows
 and record ids as runs that hold the whole range at once, on the same source."""
 
 from __future__ import annotations
@@ -27,21 +27,24 @@ ALL = [*raw_assets, *star_assets, *star_checks]
 RAW, DIMS, FACTS = (dg.AssetSelection.groups(g) for g in ("raw", "dimensions", "facts"))
 # The first partition (2022-11-03) also holds the rows seeded before it, from 2022-10-20.
 FIRST, LAST = "2022-11-03", "2022-12-20"
-CHUNKED, WHOLE = "5", "1000"  # 10 chunks of at most 5 days; one chunk of the 48 days
+CHUNKED, WHOLE = "150", str(10**9)  # chunks of a few days (at most 150 rows); one of all 48 days
 # Small enough that the first fact loads take the ADBC first-load path, whose serial ids are
 # numbered chunk by chunk.
 BULK_MIN_ROWS = 200
 
 
-def test_day_chunks_are_consecutive_whole_days(monkeypatch):
-    days = [f"2024-01-{d:02d}" for d in range(1, 13)]
-    assert day_chunks(days, 5) == [days[:5], days[5:10], days[10:]]
-    assert day_chunks(days[:1], 5) == [days[:1]]
-    monkeypatch.setenv("TOTESYS_CHUNK_DAYS", "4")
-    assert [len(c) for c in day_chunks(days)] == [4, 4, 4]
-    monkeypatch.setenv("TOTESYS_CHUNK_DAYS", "0")
-    with pytest.raises(ValueError, match="TOTESYS_CHUNK_DAYS must be a whole number of days"):
-        day_chunks(days)
+def test_day_chunks_are_consecutive_whole_days_within_the_row_budget(monkeypatch):
+    days = [f"2024-01-{d:02d}" for d in range(1, 8)]
+    rows = {days[0]: 40, days[1]: 70, days[2]: 250, days[4]: 30, days[5]: 60, days[6]: 10}
+    # a day over the budget is a chunk of its own; a missing day has no rows
+    assert day_chunks(days, rows, 100) == [days[:1], days[1:2], days[2:3], days[3:]]
+    assert day_chunks(days, rows, 89) == [days[:1], days[1:2], days[2:3], days[3:5], days[5:]]
+    assert day_chunks(days[:1], {}, 100) == [days[:1]]
+    monkeypatch.setenv("TOTESYS_CHUNK_ROWS", "1000")
+    assert day_chunks(days, rows) == [days]
+    monkeypatch.setenv("TOTESYS_CHUNK_ROWS", "0")
+    with pytest.raises(ValueError, match="TOTESYS_CHUNK_ROWS must be a whole number of rows"):
+        day_chunks(days, rows)
 
 
 def _resources(source: str, lake_dir: Path, warehouse: str) -> dict:
@@ -55,11 +58,11 @@ def _resources(source: str, lake_dir: Path, warehouse: str) -> dict:
     }
 
 
-def _run(resources: dict, selection: dg.AssetSelection, chunk_days: str, mp: pytest.MonkeyPatch):
+def _run(resources: dict, selection: dg.AssetSelection, chunk_rows: str, mp: pytest.MonkeyPatch):
     """A run of one setup, on its own instance (the second dimension load is incremental)."""
-    mp.setenv("TOTESYS_CHUNK_DAYS", chunk_days)
+    mp.setenv("TOTESYS_CHUNK_ROWS", chunk_rows)
     # the large dimensions (dim_transaction, dim_design) a range of 40 keys at a time, or at once
-    mp.setattr(star_assets_module, "KEYS_PER_RANGE", 40 if chunk_days == CHUNKED else 10**9)
+    mp.setattr(star_assets_module, "KEYS_PER_RANGE", 40 if chunk_rows == CHUNKED else 10**9)
     instance = resources["instance"]
     kwargs = dict(selection=selection, raise_on_error=False, instance=instance)
     if selection is DIMS:
@@ -69,7 +72,7 @@ def _run(resources: dict, selection: dg.AssetSelection, chunk_days: str, mp: pyt
     assert result.success, failure_text(result)
     if selection is not DIMS:  # the run said how it split the days
         said = " ".join(str(e.user_message) for e in instance.all_logs(result.run_id))
-        assert ("in 10 chunks of up to 5 days" in said) is (chunk_days == CHUNKED), said[-2000:]
+        assert ("chunks of at most 150 rows" in said) is (chunk_rows == CHUNKED), said[-2000:]
     return result
 
 
@@ -142,10 +145,10 @@ def test_chunked_runs_store_and_load_exactly_what_one_chunk_runs_do(pg, tmp_path
         if round_ == 2:  # the same days again after in-place changes: merges, tombstones, staged loads
             _change_the_source(source)
         facts = {}
-        for resources, chunk_days in ((one, WHOLE), (chunked, CHUNKED)):
-            _run(resources, RAW, chunk_days, monkeypatch)
-            _run(resources, DIMS, chunk_days, monkeypatch)
-            facts[chunk_days] = _run(resources, FACTS, chunk_days, monkeypatch)
+        for resources, chunk_rows in ((one, WHOLE), (chunked, CHUNKED)):
+            _run(resources, RAW, chunk_rows, monkeypatch)
+            _run(resources, DIMS, chunk_rows, monkeypatch)
+            facts[chunk_rows] = _run(resources, FACTS, chunk_rows, monkeypatch)
         lakes = {k: tmp_path / f"lake_{k}" for k in ("one", "chunked")}
         raw_one, raw_chunked = (_objects(lakes[k], "raw") for k in lakes)
         assert len(raw_one) > 100  # (days with rows of the daily tables)

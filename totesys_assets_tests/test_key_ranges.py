@@ -8,6 +8,7 @@ import random
 import polars as pl
 import pytest
 
+from totesys_assets.spooling import Regrouped
 from totesys_assets.star.key_ranges import by_key_range, merge_by_key, parquet_batches, write_parquet
 
 
@@ -30,6 +31,8 @@ def test_by_key_range_puts_every_version_of_a_key_in_one_frame_in_key_order(tmp_
     regrouped = pl.concat(ranges)
     assert regrouped.sort("id", "v").equals(everything.sort("id", "v"))
     assert not list(tmp_path.rglob("*.parquet"))  # the spool is emptied as the ranges are read
+    (alone,) = by_key_range(chunks[:1], "id", 128, tmp_path)  # one frame holds all its versions
+    assert alone is chunks[0]
 
 
 @pytest.mark.parametrize("case", ["interleaved", "no_old", "no_new", "new_beyond_old", "old_beyond_new"])
@@ -53,3 +56,18 @@ def test_merge_by_key_is_the_anti_join_union_sorted(case, tmp_path):
     expected = pl.concat([old.join(new, on="id", how="anti"), new]).sort("id")
     assert merged.equals(expected)
     assert list(parquet_batches(None)) == []
+
+
+def test_regrouped_rows_leave_by_group_in_the_order_they_came(tmp_path):
+    spool = Regrouped(tmp_path, pl.col("day"))
+    batches = [
+        pl.DataFrame({"day": ["b", "a", "c", "a"], "n": [1, 2, 3, 4]}),
+        pl.DataFrame({"day": ["a", "d"], "n": [5, 6]}),
+    ]
+    for batch in batches:
+        spool.add(batch, keep={"a", "b", "c"})  # "d" is not kept
+    assert spool.groups() == ["a", "b", "c"]
+    assert spool.take(["a", "b"]).rows() == [("b", 1), ("a", 2), ("a", 4), ("a", 5)]  # type: ignore[union-attr]
+    assert spool.take(["a", "d"]) is None  # taken already / never kept
+    assert spool.take(["c"]).rows() == [("c", 3)]  # type: ignore[union-attr]
+    assert not list(tmp_path.iterdir())

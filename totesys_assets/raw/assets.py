@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from totesys_assets.partitions import add_partition_metadata, daily_partitions, day_chunks, open_ends
+from totesys_assets.partitions import add_partition_metadata, chunked, daily_partitions, day_chunks, open_ends
 from totesys_assets.pipelining import read_ahead
 from totesys_assets.raw.conditions import raw_condition
 from totesys_assets.resources.lake import (
@@ -123,6 +123,7 @@ class _Extract:
     version: dg.DataVersion
     seconds: float
     changed_days: int
+    chunks: int
 
 
 def _raw_spec(spec: TableSpec) -> dg.AssetSpec:
@@ -180,7 +181,6 @@ def raw_extract(
     def extract(spec: TableSpec) -> _Extract:
         started = time.monotonic()
         recorded = lake.read_fingerprints(spec.name)
-        chunks = day_chunks(days)
         start, end = None if open_start else window.start, None if open_end else window.end
         with contextlib.ExitStack() as stack:
             with source.snapshot(spec) as snap:
@@ -188,6 +188,8 @@ def raw_extract(
                 fingerprints = {d: Fingerprint(*by_source.get(d, (0, "0"))) for d in days}
                 version, unchanged = data_version_for(days, fingerprints, recorded)
                 changed = [d for d in days if d not in unchanged]
+                # chunks of at most TOTESYS_CHUNK_ROWS rows of the days to store
+                chunks = day_chunks(days, {d: fingerprints[d].rows for d in changed})
                 if len(chunks) == 1:
                     frame = snap.extract(start, end)
                 else:
@@ -220,7 +222,7 @@ def raw_extract(
             d: Fingerprint(fp.rows, fp.hash, version.value) for d, fp in fingerprints.items()
         }
         rows = sum(fp.rows for fp in fingerprints.values())
-        return _Extract(spec, by_day, rows, version, time.monotonic() - started, len(changed))
+        return _Extract(spec, by_day, rows, version, time.monotonic() - started, len(changed), len(chunks))
 
     def split_days(
         spec: TableSpec,
@@ -250,17 +252,13 @@ def raw_extract(
         return by_day
 
     span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
-    chunked = (
-        f" in {len(chunks)} chunks of up to {len(chunks[0])} days"
-        if len(chunks := day_chunks(days)) > 1
-        else ""
-    )
-    context.log.info(f"extracting {len(selected)} table(s) for {len(days)} day(s) {span}{chunked}")
+    context.log.info(f"extracting {len(selected)} table(s) for {len(days)} day(s) {span}")
     for n, done in enumerate(read_ahead(selected, extract, ahead=READ_AHEAD, workers=EXTRACT_WORKERS), 1):
         spec, key = done.spec, raw_asset_key(done.spec.name)
         context.log.info(
             f"raw {n}/{len(selected)} {spec.name}: {done.rows:,} rows, {len(days)} day(s) {span}, "
-            f"{done.changed_days} changed since the last capture, extracted in {done.seconds:.1f} s"
+            f"{done.changed_days} changed since the last capture, extracted{chunked(done.chunks)} in "
+            f"{done.seconds:.1f} s"
         )
         # Each partition gets its own row count (a range run must not stamp every day with the
         # whole range's number). The data version covers the run's days: `dg.Output` takes one

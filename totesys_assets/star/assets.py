@@ -19,12 +19,12 @@ import polars as pl
 from psycopg import sql
 from pydantic import Field
 
-from totesys_assets.partitions import daily_partitions, day_chunks
+from totesys_assets.partitions import chunked, daily_partitions
 from totesys_assets.pipelining import concurrently
 from totesys_assets.raw.assets import OWNERS, raw_asset_key
 from totesys_assets.resources.lake import LakeResource, frame_to_parquet
 from totesys_assets.resources.warehouse import LoadResult, WarehouseResource
-from totesys_assets.settings import chunk_days, dashboard_url, lake_kind
+from totesys_assets.settings import dashboard_url, lake_kind
 from totesys_assets.specs import SOURCE_TABLES, WAREHOUSE_TABLES, TableSpec
 from totesys_assets.star import key_ranges, transforms
 from totesys_assets.star.conditions import dimension_condition, fact_condition, freshness_policy
@@ -196,7 +196,7 @@ def _load_by_key_range(
     a month of days at a time, the transform and the load (one transaction) a key range at a time,
     and the processed zone merged with the new rows as a stream."""
     spec, source = table.spec, table.sources[0]
-    frames, watermark = lake.read_raw_change_chunks(source, window.since, chunk_days())
+    frames, watermark = lake.read_raw_change_chunks(source, window.since)
     key = lake.key("star", spec.name, f"{spec.name}.parquet")
     with tempfile.TemporaryDirectory(prefix=f"{spec.name}-") as tmp:
         folder = Path(tmp)
@@ -258,8 +258,7 @@ def dim_date(
     window = load_window(context, config)
     tables = [f.sources[0] for f in FACTS]
     changes = {
-        t: lake.read_raw_change_chunks(t, window.since, chunk_days(), transforms.source_date_columns(t))
-        for t in tables
+        t: lake.read_raw_change_chunks(t, window.since, transforms.source_date_columns(t)) for t in tables
     }  # (read a chunk of days at a time: only the range of dates is kept)
     raw = ((t, frame) for t, (frames, _) in changes.items() for frame in frames)
     start, end = transforms.dim_date_range_from_sources(raw, date.today())
@@ -293,6 +292,7 @@ class _FactLoad:
     result: LoadResult
     frame_rows: int
     rejected_versions: int = 0
+    chunks: int = 1
 
 
 @dg.multi_asset(
@@ -325,12 +325,13 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
         rejected: list[pl.DataFrame] = []
         deletions: list[pl.DataFrame] = []
         rows = 0
+        parts = lake.raw_chunks(table.sources[0], days)
 
         def chunks(spool: Path) -> Iterator[pl.DataFrame]:
-            """The fact's rows a month of days at a time (bounded memory), oldest first; each
+            """The fact's rows a chunk of days at a time (bounded memory), oldest first; each
             chunk's processed-zone objects wait in `spool` until the warehouse has committed."""
             nonlocal rows
-            raws = lake.read_raw_chunks(table.sources[0], day_chunks(days))
+            raws = lake.read_raw_chunks(table.sources[0], parts)
             while True:
                 with one_transform:
                     raw = next(raws, None)
@@ -373,20 +374,16 @@ def facts(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: Ware
             context.log.info(
                 f"{spec.name}: {gone.height} deletion(s) at the source recorded (fact_deletions)"
             )
-        return _FactLoad(table, result, rows, versions)
+        return _FactLoad(table, result, rows, versions, len(parts))
 
     span = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
-    chunked = (
-        f" in {len(chunks)} chunks of up to {len(chunks[0])} days"
-        if len(chunks := day_chunks(days)) > 1
-        else ""
-    )
-    context.log.info(f"loading {len(selected)} fact(s) for {len(days)} day(s) {span}{chunked}")
+    context.log.info(f"loading {len(selected)} fact(s) for {len(days)} day(s) {span}")
     for n, done in enumerate(concurrently(selected, load, workers=FACT_WORKERS), 1):
         spec, result = done.table.spec, done.result
         context.log.info(
             f"facts {n}/{len(selected)} {spec.name}: {result.inserted:,} new version(s) of {result.rows:,}, "
-            f"{len(days)} day(s) {span}, {result.table_rows:,} rows in the table, loaded in {result.seconds:.1f} s"
+            f"{len(days)} day(s) {span}{chunked(done.chunks)}, {result.table_rows:,} rows in the table, "
+            f"loaded in {result.seconds:.1f} s"
         )
         processed = lake.uri(lake.key("star", spec.name))
         metadata = _materialize_metadata(done.result, processed, done.frame_rows)

@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 from psycopg import sql
 
-from totesys_assets.partitions import daily_partitions, day_chunks, open_ends
+from totesys_assets.partitions import daily_partitions, open_ends
 from totesys_assets.pipelining import concurrently
 from totesys_assets.resources.lake import DELETED, ROW_HASH, LakeResource
 from totesys_assets.resources.warehouse import WarehouseResource
@@ -234,7 +234,7 @@ def evaluate_reconcile(
     keys = [source.primary_key, LAST_UPDATED.name, ROW_HASH]  # a version: key, last_updated, content
     # A version lives in the day of its last_updated: counted a chunk of days at a time.
     days = scope.days if scope.days is not None else lake.raw_days(source.name)
-    chunks = lake.read_raw_chunks(source.name, day_chunks(days), columns=[*keys, DELETED])
+    chunks = lake.read_raw_chunks(source.name, lake.raw_chunks(source.name, days), columns=[*keys, DELETED])
     versions = sum(c.filter(~pl.col(DELETED)).select(keys).unique().height for c in chunks)
     count = sql.SQL("SELECT count(*) FROM {}{}").format(sql.Identifier(spec.name), scope.where())
     rows = int(warehouse.scalar(count, scope.params))

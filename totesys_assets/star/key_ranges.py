@@ -20,11 +20,17 @@ def by_key_range(
 ) -> Iterator[pl.DataFrame]:
     """The rows of `frames` (any keys, e.g. a chunk of day objects each) regrouped into one frame
     per range of `width` keys, ranges in ascending order: every version of a key is in the one
-    frame of its range. The frames are spooled in `folder` as they come."""
+    frame of its range. The frames are spooled in `folder` as they come; a single frame is passed
+    on as it is (it holds every version of its keys)."""
+    stream = iter(frames)
+    first, second = next(stream, None), next(stream, None)
+    if second is None:  # one frame holds every version of its keys already
+        yield from [] if first is None else [first]
+        return
     folder.mkdir(parents=True, exist_ok=True)
     spool = Regrouped(folder, pl.col(key) // width)
-    for frame in frames:
-        spool.add(frame)
+    for frame in itertools.chain([first, second], stream):
+        spool.add(frame)  # type: ignore[arg-type]
     for number in spool.groups():
         yield spool.take([number])  # type: ignore[misc]
 

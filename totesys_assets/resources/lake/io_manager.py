@@ -64,7 +64,7 @@ class RawLakeIOManager(dg.ConfigurableIOManager):
         chunk, so a long range is held a chunk at a time); the versions added per day."""
         present = set(self.lake.raw_days(spec.name)).intersection(to_write)
         added: list[int] = []
-        for chunk in day_chunks(to_write):
+        for chunk in day_chunks(to_write, raw.rows):
             unread = sorted(present.intersection(chunk) - set(raw.existing))
             existing = {**raw.existing, **self.lake.read_raw_days(spec.name, unread)}
 

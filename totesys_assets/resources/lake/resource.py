@@ -15,6 +15,7 @@ from datetime import datetime
 
 import polars as pl
 
+from totesys_assets.partitions import day_chunks
 from totesys_assets.resources.lake import fingerprints
 from totesys_assets.resources.lake.codec import (
     capture_time,
@@ -56,14 +57,21 @@ class LakeResource(LakeStore):
             keys = [self.raw_key(table, d) for d in sorted(present.intersection(days))]
             yield self._read_raw_keys(table, keys, columns)
 
+    def raw_chunks(self, table: str, days: Iterable[str]) -> list[list[str]]:
+        """The days in consecutive chunks of at most TOTESYS_CHUNK_ROWS rows (`day_chunks`), by the
+        rows the lake recorded for each day."""
+        recorded = self.read_fingerprints(table)
+        return day_chunks(sorted(days), {d: fp.rows for d, fp in recorded.items()})
+
     def read_raw_change_chunks(
-        self, table: str, since: datetime | None, objects_per_chunk: int, columns: list[str] | None = None
+        self, table: str, since: datetime | None, columns: list[str] | None = None
     ) -> tuple[Iterator[pl.DataFrame], datetime | None]:
-        """`read_raw_changes` a chunk of day objects at a time (oldest days first): the frames, and
-        the watermark for the next call."""
+        """`read_raw_changes` a chunk of day objects at a time (oldest days first, `raw_chunks`):
+        the frames, and the watermark for the next call."""
         changed, watermark = self._changed_since(table, since)
-        chunks = (changed[i : i + objects_per_chunk] for i in range(0, len(changed), objects_per_chunk))
-        return (self._read_raw_keys(table, keys, columns) for keys in chunks), watermark
+        by_day = {k.rsplit("/", 1)[1].removesuffix(".parquet"): k for k in changed}
+        chunks = self.raw_chunks(table, by_day)
+        return (self._read_raw_keys(table, [by_day[d] for d in days], columns) for days in chunks), watermark
 
     def read_raw_changes(
         self, table: str, since: datetime | None, columns: list[str] | None = None
