@@ -27,7 +27,7 @@ ALL = [*raw_assets, *star_assets, *star_checks]
 RAW, DIMS, FACTS = (dg.AssetSelection.groups(g) for g in ("raw", "dimensions", "facts"))
 # The first partition (2022-11-03) also holds the rows seeded before it, from 2022-10-20.
 FIRST, LAST = "2022-11-03", "2022-12-20"
-CHUNKED, WHOLE = "150", str(10**9)  # chunks of a few days (at most 150 rows); one of all 48 days
+CHUNKED, WHOLE = "20", str(10**9)  # chunks of a day or a few (at most 20 rows); one of all 48 days
 # Small enough that the first fact loads take the ADBC first-load path, whose serial ids are
 # numbered chunk by chunk.
 BULK_MIN_ROWS = 200
@@ -72,7 +72,7 @@ def _run(resources: dict, selection: dg.AssetSelection, chunk_rows: str, mp: pyt
     assert result.success, failure_text(result)
     if selection is not DIMS:  # the run said how it split the days
         said = " ".join(str(e.user_message) for e in instance.all_logs(result.run_id))
-        assert ("chunks of at most 150 rows" in said) is (chunk_rows == CHUNKED), said[-2000:]
+        assert ("chunks of at most 20 rows" in said) is (chunk_rows == CHUNKED), said[-2000:]
     return result
 
 
@@ -110,7 +110,7 @@ def _warehouse(url: str) -> dict[str, list[tuple]]:
 
 
 def _change_the_source(url: str) -> None:
-    """In-place changes in several chunks: a new content at the same last_updated, a row moved to
+    """In-place changes in several chunks: new contents at the same last_updated, a row moved to
     a later day, one backdated to an earlier day (its newest capture then sits in an older day
     object), a deletion."""
     with psycopg.connect(url) as conn:
@@ -119,10 +119,12 @@ def _change_the_source(url: str) -> None:
             "WHERE transaction_id = (SELECT max(transaction_id) FROM transaction "
             "WHERE last_updated >= '2022-12-10' AND purchase_order_id IS NOT NULL)"
         )
-        conn.execute(
-            "UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = "
-            "(SELECT min(sales_order_id) FROM sales_order WHERE last_updated >= '2022-11-05')"
-        )
+        for day in ("2022-11-05", "2022-11-21", "2022-12-07"):  # (three chunks of changed days)
+            conn.execute(
+                "UPDATE sales_order SET units_sold = units_sold + 1 WHERE sales_order_id = "
+                "(SELECT min(sales_order_id) FROM sales_order WHERE last_updated >= %s)",
+                (day,),
+            )
         conn.execute(
             "UPDATE purchase_order SET item_quantity = item_quantity + 2, last_updated = '2022-12-18 10:00' "
             "WHERE purchase_order_id = (SELECT min(purchase_order_id) FROM purchase_order "
