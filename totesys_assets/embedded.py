@@ -188,13 +188,28 @@ def stop() -> None:
     if not (pgdata / "postmaster.pid").exists():
         print(f"no embedded PostgreSQL running in {pgdata}")
         return
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
-    server.cleanup()
+    with _locked(totesys_home()):
+        _forget_dead_users(pgdata)
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        server.cleanup()
     if running_pid(pgdata) is not None:  # pgserver stops a server only when its last user leaves
         raise SystemExit(
             f"the embedded PostgreSQL in {pgdata} is still used by another process; stop that first"
         )
     print(f"stopped the embedded PostgreSQL in {pgdata}")
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop from pgserver's list of the cluster's users (`.handle_pids.json`, pgserver 0.1.4) the
+    processes that died without leaving (kill -9, a closed terminal): pgserver stops a cluster only
+    when its last user leaves and never prunes that list, so `stop` would refuse for ever."""
+    import psutil
+    from pgserver.utils import DiskList
+
+    users = DiskList(pgdata / ".handle_pids.json")
+    for pid in users.get():
+        if not psutil.pid_exists(pid):
+            users.get_and_remove(pid)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -118,3 +118,30 @@ def test_status_says_whether_the_server_runs_and_starts_nothing(tmp_path):
     finally:
         _embedded(home, "stop")
     assert "embedded PostgreSQL: stopped" in _embedded(home, "status")
+
+
+def test_stop_stops_a_server_whose_starting_process_was_killed(tmp_path):
+    """A process killed while it used the cluster (kill -9 of totesys-dev, say) does not keep
+    `stop` (and `make reset`) from stopping it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    env = {**os.environ, "TOTESYS_HOME": str(home)}
+    hold = "from totesys_assets import embedded; embedded.warehouse_url(); print('up', flush=True); input()"
+    user = subprocess.Popen(
+        [sys.executable, "-c", hold], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert user.stdout is not None and user.stdout.readline().strip() == "up"
+        os.kill(user.pid, signal.SIGKILL)
+        user.wait(30)
+        assert "embedded PostgreSQL: running (pid" in _embedded(home, "status")
+        assert "stopped the embedded PostgreSQL" in _embedded(home, "stop")
+        assert "embedded PostgreSQL: stopped" in _embedded(home, "status")
+    finally:
+        if user.poll() is None:
+            user.kill()
+        _embedded(home, "stop")
