@@ -211,26 +211,13 @@ class TotesysSource(dg.ConfigurableResource):
     def extract(self, spec: TableSpec, start: datetime | None, end: datetime | None) -> pl.DataFrame:
         """Every row whose last_updated is in [start, end) (None: unbounded), in the lake schema
         plus the source's row hash `_row_hash`."""
-        return self.extract_with_fingerprints(spec, start, end)[0]
-
-    def extract_with_fingerprints(
-        self,
-        spec: TableSpec,
-        start: datetime | None,
-        end: datetime | None,
-        first_day: str = "0001-01-01",
-        last_day: str = "9999-12-31",
-    ) -> tuple[pl.DataFrame, dict[str, tuple[int, str]]]:
-        """`extract`, and in the same snapshot the per-day fingerprints of those rows (days clamped
-        to [first_day, last_day], see `fingerprint_query`)."""
         with self.snapshot(spec) as snap:
-            return snap.extract(start, end), snap.fingerprints(start, end, first_day, last_day)
+            return snap.extract(start, end)
 
     @contextlib.contextmanager
     def snapshot(self, spec: TableSpec) -> Iterator["SourceSnapshot"]:
-        """One table read in one transaction (repeatable read): its fingerprints and extracts of
-        any windows of it, all from the same snapshot (a long range extracted a month at a time
-        stays consistent with the fingerprints recorded for it)."""
+        """One table read in one transaction (repeatable read): its fingerprints and extracts, all
+        from the same snapshot (what a run stores is what the fingerprints it records describe)."""
         with self.connect() as conn:
             self.check_schema(conn, [spec])
             with conn.cursor() as cur:

@@ -193,7 +193,7 @@ def _load_by_key_range(
     context, lake: LakeResource, warehouse: WarehouseResource, table: StarTable, window: LoadWindow
 ):
     """A large single-source dimension a range of keys at a time (`key_ranges`): the raw objects
-    a month of days at a time, the transform and the load (one transaction) a key range at a time,
+    a chunk of days at a time, the transform and the load (one transaction) a key range at a time,
     and the processed zone merged with the new rows as a stream."""
     spec, source = table.spec, table.sources[0]
     frames, watermark = lake.read_raw_change_chunks(source, window.since)

@@ -25,7 +25,8 @@ def by_key_range(
     stream = iter(frames)
     first, second = next(stream, None), next(stream, None)
     if second is None:  # one frame holds every version of its keys already
-        yield from [] if first is None else [first]
+        if first is not None:
+            yield first
         return
     folder.mkdir(parents=True, exist_ok=True)
     spool = Regrouped(folder, pl.col(key) // width)

@@ -8,11 +8,10 @@ local lake the same compare-and-swap runs under a lock of the folder.
 
 from __future__ import annotations
 
-import functools
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
 from totesys_assets.resources.errors import AWS_HINT, PERMANENT_S3
-from totesys_assets.resources.lake.codec import frame_to_parquet, lake_schema, parquet_to_frame
+from totesys_assets.resources.lake.codec import lake_schema, parquet_to_frame
 from totesys_assets.resources.lake.errors import LakeAccessError, LakeConflict, LakeError
 from totesys_assets.resources.lake.local import LOCK_NAME, digest, lock_fd, locked, sweep_temp_files
 from totesys_assets.settings import ENV_LAKE_URL
@@ -320,17 +319,11 @@ class LakeStore(dg.ConfigurableResource):
         expected = schema if columns is None else {c: schema[c] for c in columns}
         return frame if frame.schema == pl.Schema(expected) else None
 
-    def put_frames(self, frames: dict[str, pl.DataFrame]) -> None:
-        """Write many frames as Parquet objects (key -> frame) on a few threads, each atomically."""
-        self._put_many({key: functools.partial(frame_to_parquet, f) for key, f in frames.items()})
-
     def put_files(self, files: dict[str, Path]) -> None:
         """Write many local files as objects (key -> path) on a few threads, each atomically."""
-        self._put_many({key: path.read_bytes for key, path in files.items()})
 
-    def _put_many(self, contents: dict[str, Callable[[], bytes]]) -> None:
-        def put(item: tuple[str, Callable[[], bytes]]) -> None:
-            self.put(item[0], item[1]())
+        def put(item: tuple[str, Path]) -> None:
+            self.put(item[0], item[1].read_bytes())
 
-        with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(contents)))) as pool:
-            list(pool.map(put, contents.items()))
+        with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(files)))) as pool:
+            list(pool.map(put, files.items()))
