@@ -34,6 +34,10 @@ class Driver:
     instance: dg.DagsterInstance = field(default_factory=dg.DagsterInstance.ephemeral)
     sensor_cursor: str | None = None
     automation_cursor: object = None
+    # The automation's clock: every evaluation happens at the instant of the first one (a copy of
+    # a state carries it on), so the 20-minute heartbeat never passes between two evaluations and a
+    # test sees only what its source changes request (test_e2e_daemon quiets it with QUIET_CRONS).
+    clock: datetime | None = None
     # Requests seen per settle(): (asset, partition or None) in the order they ran.
     requests: list[list[tuple[str, str | None]]] = field(default_factory=list)
     # The runs the change sensor's last tick requested (ExecuteInProcessResults).
@@ -71,11 +75,12 @@ class Driver:
 
     def evaluate(self, when: datetime | None = None) -> dict[dg.AssetKey, set[str | None]]:
         """One automation evaluation; the requested asset partitions (None: unpartitioned)."""
+        self.clock = self.clock or datetime.now(UTC)
         result = dg.evaluate_automation_conditions(
             defs=self.defs,
             instance=self.instance,
             cursor=self.automation_cursor,
-            evaluation_time=when or datetime.now(UTC),
+            evaluation_time=when or self.clock,
         )
         self.automation_cursor = result.cursor
         out: dict[dg.AssetKey, set[str | None]] = {}

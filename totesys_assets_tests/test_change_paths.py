@@ -91,6 +91,7 @@ class State:
         cursors = {
             "sensor_cursor": self.driver.sensor_cursor,
             "automation_cursor": self.driver.automation_cursor,
+            "clock": self.driver.clock,
         }
         return State.start(folder, mp, urls, **cursors)
 
