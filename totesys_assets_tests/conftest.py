@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -164,27 +167,55 @@ AWS_ENV = {
 }
 
 
+# moto's ThreadedMotoServer in a process of its own: in the test's process its request handling
+# competed with the pipeline's threads for the GIL and made S3-backed runs several times slower.
+# The server exits when its stdin closes, so a killed test process leaves no server behind.
+_MOTO = (
+    "import logging, sys\n"
+    "from moto.server import ThreadedMotoServer\n"
+    "logging.getLogger('werkzeug').setLevel(logging.ERROR)\n"
+    "server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\n"
+    "server.start()\n"
+    "print('%s:%s' % server.get_host_and_port(), flush=True)\n"
+    "sys.stdin.read()\n"
+    "server.stop()\n"
+)
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's real S3 (and SNS, SQS) HTTP server on 127.0.0.1 in a child process; its endpoint URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MOTO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        address = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert address, f"moto server did not start (exit code {proc.poll()})"
+        yield f"http://{address}"
+    finally:
+        proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Endpoint]:
-    """moto's real S3 HTTP server on 127.0.0.1; boto3 reaches it via AWS_ENDPOINT_URL_S3."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    """moto's real S3 HTTP server (moto_server); boto3 reaches it via AWS_ENDPOINT_URL_S3."""
     saved = {k: os.environ.get(k) for k in [*AWS_ENV, "AWS_ENDPOINT_URL_S3"]}
-    os.environ.update(AWS_ENV)
-    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
-    try:
-        yield S3Endpoint(endpoint_url=endpoint)
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with moto_server() as endpoint:
+        os.environ.update(AWS_ENV)
+        os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
+        try:
+            yield S3Endpoint(endpoint_url=endpoint)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 @pytest.fixture

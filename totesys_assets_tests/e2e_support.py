@@ -700,19 +700,15 @@ def embedded_services(workdir: Path) -> Iterator[tuple]:
     import tempfile
 
     import pgserver
-    from moto.server import ThreadedMotoServer
 
-    from totesys_assets_tests.conftest import PgCluster, S3Endpoint
+    from totesys_assets_tests.conftest import PgCluster, S3Endpoint, moto_server
 
     pg_path = tempfile.mkdtemp(prefix="tpg", dir="/tmp")  # unix socket paths must stay short
     server = pgserver.get_server(pg_path, cleanup_mode="delete")
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
     try:
-        host, port = moto.get_host_and_port()
-        with patched_environ({**os.environ, **AWS_TEST_ENV, "AWS_ENDPOINT_URL_S3": f"http://{host}:{port}"}):
-            yield PgCluster(server=server, base_uri=server.get_uri()), S3Endpoint(f"http://{host}:{port}")
+        with moto_server() as endpoint:
+            with patched_environ({**os.environ, **AWS_TEST_ENV, "AWS_ENDPOINT_URL_S3": endpoint}):
+                yield PgCluster(server=server, base_uri=server.get_uri()), S3Endpoint(endpoint)
     finally:
-        moto.stop()
         server.cleanup()
         shutil.rmtree(pg_path, ignore_errors=True)
