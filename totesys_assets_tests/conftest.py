@@ -204,18 +204,10 @@ def moto_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Endpoint]:
     """moto's real S3 HTTP server (moto_server); boto3 reaches it via AWS_ENDPOINT_URL_S3."""
-    saved = {k: os.environ.get(k) for k in [*AWS_ENV, "AWS_ENDPOINT_URL_S3"]}
-    with moto_server() as endpoint:
-        os.environ.update(AWS_ENV)
-        os.environ["AWS_ENDPOINT_URL_S3"] = endpoint
-        try:
-            yield S3Endpoint(endpoint_url=endpoint)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    with moto_server() as endpoint, pytest.MonkeyPatch.context() as mp:
+        for name, value in {**AWS_ENV, "AWS_ENDPOINT_URL_S3": endpoint}.items():
+            mp.setenv(name, value)
+        yield S3Endpoint(endpoint_url=endpoint)
 
 
 @pytest.fixture

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 
 import psycopg
 import pytest
@@ -123,11 +126,6 @@ def test_status_says_whether_the_server_runs_and_starts_nothing(tmp_path):
 def test_stop_stops_a_server_whose_starting_process_was_killed(tmp_path):
     """A process killed while it used the cluster (kill -9 of totesys-dev, say) does not keep
     `stop` (and `make reset`) from stopping it."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
     home = tmp_path / "home"
     env = {**os.environ, "TOTESYS_HOME": str(home)}
     hold = "from totesys_assets import embedded; embedded.warehouse_url(); print('up', flush=True); input()"
